@@ -1,0 +1,166 @@
+"""Flax linen modules around the kernels: attention, encoder, MLM and classifier models."""
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from linformer_jax import attention as kernels
+from linformer_jax.model_config import ModelConfig
+
+
+def _linformer_init(k):
+  # Entries ~ N(0, 1/k): E·K then has the scale of one key, whatever the length.
+  return nn.initializers.normal(stddev=k ** -0.5)
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head self-attention with the kernel named by `config.attention`.
+
+  Parameter names and shapes ('query', 'key', 'value', 'out') match
+  `flax.linen.MultiHeadDotProductAttention`. Linformer adds its projections,
+  shared as `config.linformer_sharing` says (Wang et al. 2020, section 4):
+  'none' one E and F per head, 'headwise' one E and F per layer, 'key-value'
+  one E = F per layer, 'layerwise' one E = F for the whole encoder (passed in
+  as `shared_proj`).
+  """
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, key_mask=None, shared_proj=None):
+    """x: [batch, n, emb_dim], key_mask: [batch, n] bool -> [batch, n, emb_dim]."""
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    dense = lambda name: nn.DenseGeneral((cfg.num_heads, cfg.head_dim), dtype=dtype, name=name)
+    q, k, v = dense('query')(x), dense('key')(x), dense('value')(x)
+    if cfg.attention == 'linformer':
+      e_proj, f_proj = self._linformer_projections(shared_proj)
+      out = kernels.linformer_attention(q, k, v, e_proj, f_proj, key_mask=key_mask)
+    elif cfg.attention == 'softmax':
+      out = kernels.softmax_attention(q, k, v, key_mask=key_mask, causal=cfg.causal)
+    else:
+      out = kernels.KERNELS[cfg.attention](q, k, v, key_mask=key_mask, causal=cfg.causal,
+                                           chunk_size=cfg.chunk_size)
+    return nn.DenseGeneral(cfg.emb_dim, axis=(-2, -1), dtype=dtype, name='out')(out)
+
+  def _linformer_projections(self, shared_proj):
+    cfg = self.config
+    shape = (cfg.linformer_k, cfg.max_len)
+    init = _linformer_init(cfg.linformer_k)
+    if cfg.linformer_sharing == 'layerwise':
+      if shared_proj is None:
+        raise ValueError("linformer_sharing='layerwise' needs the encoder's shared_proj")
+      return shared_proj, shared_proj
+    if cfg.linformer_sharing == 'key-value':
+      e_proj = self.param('linformer_e', init, shape)
+      return e_proj, e_proj
+    if cfg.linformer_sharing == 'none':
+      shape = (cfg.num_heads,) + shape
+    return self.param('linformer_e', init, shape), self.param('linformer_f', init, shape)
+
+
+class EncoderBlock(nn.Module):
+  """Pre-LayerNorm transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, key_mask=None, *, deterministic=True, shared_proj=None):
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    drop = lambda y: nn.Dropout(cfg.dropout_rate)(y, deterministic=deterministic)
+    y = MultiHeadAttention(cfg, name='attention')(nn.LayerNorm(dtype=dtype)(x), key_mask, shared_proj)
+    x = x + drop(y)
+    y = nn.Dense(cfg.mlp_dim, dtype=dtype)(nn.LayerNorm(dtype=dtype)(x))
+    y = nn.Dense(cfg.emb_dim, dtype=dtype)(drop(nn.gelu(y)))
+    return x + drop(y)
+
+
+class Encoder(nn.Module):
+  """`num_layers` EncoderBlocks and a final LayerNorm: [batch, n, emb] -> same."""
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, key_mask=None, *, deterministic=True):
+    cfg = self.config
+    shared = None
+    if cfg.attention == 'linformer' and cfg.linformer_sharing == 'layerwise':
+      shared = self.param('linformer_proj', _linformer_init(cfg.linformer_k),
+                          (cfg.linformer_k, cfg.max_len))
+    for i in range(cfg.num_layers):
+      x = EncoderBlock(cfg, name=f'block_{i}')(x, key_mask, deterministic=deterministic,
+                                               shared_proj=shared)
+    return nn.LayerNorm(dtype=jnp.dtype(cfg.dtype), name='final_norm')(x)
+
+
+class Embedder(nn.Module):
+  """Token (or float-feature) embedding plus learned positions, then dropout.
+
+  Returns (x [batch, n, emb_dim], key_mask [batch, n] bool or None, token_embed).
+  With `cls` a learned CLS vector is prepended (n grows by one).
+  """
+  config: ModelConfig
+  cls: bool = False
+
+  @nn.compact
+  def __call__(self, inputs, *, deterministic=True):
+    cfg = self.config
+    n = inputs.shape[1] + int(self.cls)
+    if n > cfg.max_len:
+      raise ValueError(f'input length {n} exceeds max_len={cfg.max_len}')
+    token_embed, key_mask = None, None
+    if cfg.vocab_size:
+      token_embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, name='token_embed')
+      x = token_embed(inputs)
+      if cfg.pad_id is not None:
+        key_mask = inputs != cfg.pad_id
+    else:
+      if inputs.shape[-1] != cfg.feature_dim:
+        raise ValueError(f'input feature width {inputs.shape[-1]} != feature_dim={cfg.feature_dim}')
+      x = nn.Dense(cfg.emb_dim, name='input_embed')(inputs)
+    if self.cls:
+      cls = self.param('cls', nn.initializers.normal(0.02), (cfg.emb_dim,))
+      x = jnp.concatenate([jnp.broadcast_to(cls, x[:, :1].shape), x], axis=1)
+      if key_mask is not None:
+        key_mask = jnp.pad(key_mask, ((0, 0), (1, 0)), constant_values=True)
+    pos = self.param('pos_embed', nn.initializers.normal(0.02), (cfg.max_len, cfg.emb_dim))
+    x = (x + pos[:n]).astype(jnp.dtype(cfg.dtype))
+    return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic), key_mask, token_embed
+
+
+class MLMModel(nn.Module):
+  """Masked-LM: tokens [batch, n] int -> logits [batch, n, vocab_size] float32.
+
+  Positions holding `pad_id` are masked out of attention. The output layer is
+  tied to the token embedding (plus a bias), after a Dense-gelu-LayerNorm
+  transform as in BERT.
+  """
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens, *, deterministic=True):
+    cfg = self.config
+    x, key_mask, token_embed = Embedder(cfg, name='embed')(tokens, deterministic=deterministic)
+    x = Encoder(cfg, name='encoder')(x, key_mask, deterministic=deterministic)
+    x = nn.LayerNorm(name='mlm_norm')(nn.gelu(nn.Dense(cfg.emb_dim, name='mlm_dense')(x)))
+    bias = self.param('mlm_bias', nn.initializers.zeros, (cfg.vocab_size,))
+    return token_embed.attend(x.astype(jnp.float32)) + bias
+
+
+class Classifier(nn.Module):
+  """Sequence classifier: tokens [batch, n] or features [batch, n, feature_dim]
+  -> logits [batch, num_classes] float32, pooled by `config.pooling` ('mean'
+  over real tokens, or a prepended 'cls' token)."""
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, inputs, *, deterministic=True):
+    cfg = self.config
+    use_cls = cfg.pooling == 'cls'
+    x, key_mask, _ = Embedder(cfg, cls=use_cls, name='embed')(inputs, deterministic=deterministic)
+    x = Encoder(cfg, name='encoder')(x, key_mask, deterministic=deterministic).astype(jnp.float32)
+    if use_cls:
+      pooled = x[:, 0]
+    elif key_mask is None:
+      pooled = x.mean(axis=1)
+    else:
+      w = key_mask[..., None].astype(jnp.float32)
+      pooled = (x * w).sum(axis=1) / jnp.maximum(w.sum(axis=1), 1.0)
+    return nn.Dense(cfg.num_classes, name='head')(pooled)
