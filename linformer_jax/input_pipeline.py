@@ -1,0 +1,329 @@
+"""Masked-LM input pipeline over byte-level text (numpy, tf.data, TFDS; no JAX).
+
+Text comes from `config.text_files` (a glob) or, if that is empty, the TFDS
+dataset `config.dataset` (default `stdlib_docs`, prepared locally on first use).
+Every document is UTF-8 bytes followed by EOS; the concatenated stream is cut
+into rows of `seq_len` tokens, each starting with CLS. The packed corpus is held
+in memory as uint16, so a TFDS dataset is read only up to a cap (below); a
+corpus larger than memory would need a streaming reader instead.
+
+The global batch at step s is a pure function of (config, s): rows are drawn
+with `batching.global_batch_indices` and BERT masking uses a numpy Generator
+seeded by (seed, s). A resumed run therefore sees exactly the batches of an
+uninterrupted one, and each process takes its `batching.process_slice` rows.
+"""
+from collections.abc import Iterable, Iterator
+import difflib
+import functools
+import glob
+import os
+
+from absl import logging
+import numpy as np
+import tensorflow_datasets as tfds
+
+from linformer_jax import batching
+from linformer_jax import stdlib_corpus
+
+# Byte-level vocabulary: ids 0..255 are UTF-8 byte values.
+PAD_ID = 256
+MASK_ID = 257
+CLS_ID = 258  # Also serves as BOS: every packed row starts with it.
+EOS_ID = 259  # Ends every document.
+VOCAB_SIZE = 260
+
+# Default cap on packed training tokens when `config.max_train_sequences` is
+# unset: 64M tokens, 128 MiB as uint16, whatever seq_len is.
+DEFAULT_MAX_TRAIN_TOKENS = 1 << 26
+# A single text file holds out its last 1/_VALIDATION_MODULUS rows.
+_VALIDATION_MODULUS = 20
+# Eval masks do not depend on config.seed, so runs with different seeds are
+# scored on the same masked tokens.
+_EVAL_SEED = 0
+# Tags keep the train and eval masking streams apart from each other and from
+# the batch-order permutations (seeded by [seed, epoch]).
+_TRAIN_TAG, _EVAL_TAG = 1, 2
+
+Batch = dict[str, np.ndarray]
+
+
+def encode(text: str) -> np.ndarray:
+  """UTF-8 bytes of `text` as int32 token ids, [len(bytes)]."""
+  return np.frombuffer(text.encode('utf-8'), dtype=np.uint8).astype(np.int32)
+
+
+def decode(ids) -> str:
+  """Text of byte ids; special ids are skipped, invalid UTF-8 is replaced."""
+  ids = np.asarray(ids).reshape(-1)
+  return ids[ids < 256].astype(np.uint8).tobytes().decode('utf-8', errors='replace')
+
+
+# ----------------------------------------------------------------------------
+# Config validation.
+
+
+def check_config(config) -> None:
+  """Raises ValueError for a config the pipeline cannot serve; cheap, offline."""
+  if config.seq_len < 2:
+    raise ValueError(f'config.seq_len={config.seq_len} must be >= 2 (CLS plus one token).')
+  if not 0.0 < config.mask_rate < 1.0:
+    raise ValueError(f'config.mask_rate={config.mask_rate} must be in the open interval (0, 1).')
+  if config.batch_size < 1:
+    raise ValueError(f'config.batch_size={config.batch_size} must be >= 1.')
+  if config.get('num_eval_batches', 0) < 0:
+    raise ValueError(f'config.num_eval_batches={config.num_eval_batches} must be >= 0.')
+  pattern = config.get('text_files')
+  if pattern:
+    if not _glob(pattern):
+      raise ValueError(f'config.text_files={pattern!r} matches no files.')
+    return
+  _checked_builder(config.dataset, config.get('data_dir'), config.get('text_key', 'text'))
+
+
+def _checked_builder(name: str, data_dir: str | None, text_key: str):
+  """The TFDS builder for `name`, or ValueError saying why it cannot be read."""
+  if name == stdlib_corpus.StdlibDocs.name:
+    # Prepared on first use by create_datasets: nothing to check but the key.
+    builder = stdlib_corpus.StdlibDocs(data_dir=data_dir)
+  else:
+    builder = _tfds_builder(name, data_dir)
+    if not builder.is_prepared():
+      root = str(builder.data_dir_root)
+      raise ValueError(
+          f'TFDS dataset config.dataset={name!r} is not prepared in data_dir={data_dir!r} '
+          f'(looked for {builder.data_dir}). This pipeline never downloads; prepare it '
+          f'once with\n  tfds build {name} --data_dir={root}\nor in Python\n'
+          f'  tfds.builder({name!r}, data_dir={root!r}).download_and_prepare()')
+    if 'train' not in builder.info.splits:
+      raise ValueError(f'TFDS dataset {name!r} has no train split; its splits are '
+                       f'{sorted(builder.info.splits)}.')
+  features = builder.info.features
+  if text_key not in features:
+    raise ValueError(f'config.text_key={text_key!r} is not a feature of TFDS dataset '
+                     f'{name!r}; its features are {sorted(features)}.')
+  return builder
+
+
+def _tfds_builder(name: str, data_dir: str | None):
+  # try_gcs=False (also the TFDS default): a missing dataset must fail here,
+  # not wait on gs://tfds-data from a machine without network.
+  try:
+    return tfds.builder(name, data_dir=data_dir, try_gcs=False)
+  except tfds.core.registered.DatasetNotFoundError:
+    base = name.split(':')[-1].split('/')[0]
+    known = sorted(set(tfds.list_builders(with_community_datasets=False)))
+    close = difflib.get_close_matches(base, known)
+    hint = f' Close names: {", ".join(close)}.' if close else ''
+    raise ValueError(f'config.dataset={name!r} is an unknown TFDS dataset.{hint}') from None
+  except Exception as e:  # pylint: disable=broad-except
+    # E.g. an unknown builder config ('wiki40b/xx') or a missing optional
+    # dependency; TFDS's own message says which.
+    raise ValueError(f'config.dataset={name!r}: TFDS cannot build it: {e}') from e
+
+
+# ----------------------------------------------------------------------------
+# Packing.
+
+
+def pack(documents: Iterable[bytes], seq_len: int, max_sequences: int | None = None) -> np.ndarray:
+  """Packs byte documents into rows: [n, seq_len] uint16.
+
+  Each row is CLS followed by `seq_len - 1` tokens of the stream
+  `doc_0 EOS doc_1 EOS ...`; documents run on across rows. The last row is
+  padded with PAD rather than dropped, so a corpus shorter than one row still
+  yields one. Empty documents are skipped. Reading stops once `max_sequences`
+  rows are filled.
+  """
+  body_len = seq_len - 1
+  max_tokens = None if max_sequences is None else max_sequences * body_len
+  chunks, total = [], 0
+  for doc in documents:
+    if not doc:
+      continue
+    chunks.append(np.frombuffer(doc, dtype=np.uint8))
+    total += len(doc) + 1
+    if max_tokens is not None and total >= max_tokens:
+      break
+  if not chunks:
+    return np.zeros((0, seq_len), np.uint16)
+  ends = np.cumsum([len(c) for c in chunks])
+  stream = np.insert(np.concatenate(chunks).astype(np.uint16), ends, EOS_ID)
+  if max_tokens is not None:
+    stream = stream[:max_tokens]
+  num_rows = -(-len(stream) // body_len)
+  body = np.full(num_rows * body_len, PAD_ID, np.uint16)
+  body[:len(stream)] = stream
+  rows = np.empty((num_rows, seq_len), np.uint16)
+  rows[:, 0] = CLS_ID
+  rows[:, 1:] = body.reshape(num_rows, body_len)
+  return rows
+
+
+def _glob(pattern: str) -> list[str]:
+  if '://' in pattern:  # gs:// and friends need TF's filesystems.
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    return sorted(tf.io.gfile.glob(pattern))
+  return sorted(glob.glob(pattern))
+
+
+def _read(path: str) -> bytes:
+  if '://' in path:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      return f.read()
+  with open(path, 'rb') as f:
+    return f.read()
+
+
+def _text_file_rows(pattern: str, split: str, seq_len: int, max_sequences: int) -> np.ndarray:
+  """Rows of one split of the files matching `pattern`, one document per file.
+
+  With several files, a file is validation when `stdlib_corpus.is_validation`
+  of its base name says so (~5%, stable as files are added or moved); if that
+  picks none or all, the last file is validation. A single file is split by
+  rows instead: the last ~5% (at least one) are validation.
+  """
+  files = _glob(pattern)
+  if not files:
+    raise ValueError(f'config.text_files={pattern!r} matches no files.')
+  if len(files) == 1:
+    rows = pack([_read(files[0])], seq_len)
+    if len(rows) < 2:
+      raise ValueError(f'config.text_files={pattern!r}: {files[0]} fills {len(rows)} row(s) of '
+                       f'seq_len={seq_len}; need at least 2 to hold out validation.')
+    num_eval = max(1, len(rows) // _VALIDATION_MODULUS)
+    rows = rows[:-num_eval] if split == 'train' else rows[-num_eval:]
+    return rows[:max_sequences]
+  val = [f for f in files if stdlib_corpus.is_validation(os.path.basename(f))]
+  if not val or len(val) == len(files):
+    val = files[-1:]
+  chosen = val if split == 'validation' else [f for f in files if f not in set(val)]
+  return pack((_read(f) for f in chosen), seq_len, max_sequences)
+
+
+def _tfds_documents(builder, split: str, text_key: str) -> Iterator[bytes]:
+  # No autocache: reading may stop early at the cap, and the packed array is
+  # the only copy we keep.
+  read_config = tfds.ReadConfig(try_autocache=False)
+  ds = builder.as_dataset(split=split, shuffle_files=False, read_config=read_config)
+  ds = ds.map(lambda ex: ex[text_key]).batch(1024).prefetch(2)
+  for texts in ds.as_numpy_iterator():
+    yield from texts
+
+
+def _tfds_split(builder, split: str) -> str:
+  """The TFDS split behind our 'train' / 'validation'."""
+  splits = builder.info.splits
+  held_out = next((s for s in ('validation', 'test') if s in splits), None)
+  if held_out is None:  # Hold out the tail of train.
+    return 'train[:95%]' if split == 'train' else 'train[95%:]'
+  return 'train' if split == 'train' else held_out
+
+
+@functools.lru_cache(maxsize=8)
+def _rows(source: tuple, split: str, seq_len: int, max_sequences: int) -> np.ndarray:
+  """Packed rows of `split` ('train' or 'validation'), cached per process."""
+  if source[0] == 'files':
+    rows = _text_file_rows(source[1], split, seq_len, max_sequences)
+  else:
+    _, name, data_dir, text_key = source
+    builder = _checked_builder(name, data_dir, text_key)
+    if name == stdlib_corpus.StdlibDocs.name:
+      builder = stdlib_corpus.prepare(data_dir)
+    tfds_split = _tfds_split(builder, split)
+    rows = pack(_tfds_documents(builder, tfds_split, text_key), seq_len, max_sequences)
+  if not len(rows):
+    raise ValueError(f'{source}: split {split!r} has no text.')
+  logging.info('%s %s: %d rows of %d tokens (cap %d).', source, split, len(rows), seq_len,
+               max_sequences)
+  rows.setflags(write=False)  # Shared by every caller through the cache.
+  return rows
+
+
+def _source(config) -> tuple:
+  if config.get('text_files'):
+    return ('files', config.text_files)
+  return ('tfds', config.dataset, config.get('data_dir'), config.get('text_key', 'text'))
+
+
+# ----------------------------------------------------------------------------
+# Masking and batches.
+
+
+def _draws(rng: np.random.Generator, shape) -> tuple[np.ndarray, ...]:
+  return (rng.random(shape, dtype=np.float32), rng.random(shape, dtype=np.float32),
+          rng.integers(0, 256, shape, dtype=np.int32))
+
+
+def _apply_mask(tokens: np.ndarray, draws, mask_rate: float) -> Batch:
+  select_u, action_u, random_bytes = draws
+  real = (tokens != PAD_ID) & (tokens != CLS_ID)
+  selected = real & (select_u < mask_rate)
+  inputs = np.where(selected & (action_u < 0.8), MASK_ID, tokens)
+  inputs = np.where(selected & (action_u >= 0.8) & (action_u < 0.9), random_bytes, inputs)
+  return {
+      'inputs': inputs.astype(np.int32),
+      'targets': tokens.astype(np.int32),
+      'weights': selected.astype(np.float32),
+  }
+
+
+def mask_tokens(tokens: np.ndarray, rng: np.random.Generator, mask_rate: float) -> Batch:
+  """BERT masking of token rows [b, n] -> {'inputs', 'targets', 'weights'}, each [b, n].
+
+  Each real token (not PAD, not CLS) is selected with probability `mask_rate`;
+  a selected token becomes MASK 80% of the time, a uniform random byte 10%,
+  and stays unchanged 10%. `weights` is 1.0 exactly on the selected tokens.
+  """
+  return _apply_mask(tokens, _draws(rng, tokens.shape), mask_rate)
+
+
+def _batch(rows: np.ndarray, indices: np.ndarray, rng: np.random.Generator, mask_rate: float,
+           local: slice) -> Batch:
+  """This process' rows of the global batch `rows[indices]`, masked."""
+  # Draw for the whole global batch so that every process slices the same
+  # random numbers: shards concatenate to the single-process batch.
+  draws = _draws(rng, (len(indices), rows.shape[1]))
+  tokens = rows[indices[local]]
+  return _apply_mask(tokens, tuple(d[local] for d in draws), mask_rate)
+
+
+def create_datasets(config, *, start_step: int = 0, process_index: int = 0,
+                    process_count: int = 1) -> tuple[Iterator[Batch], list[Batch]]:
+  """Returns (train_iter, eval_batches) of per-process numpy batches.
+
+  Each batch holds `inputs` int32, `targets` int32 and `weights` float32, all
+  [config.batch_size // process_count, config.seq_len]. `train_iter` is
+  infinite and starts at global step `start_step`; the global batch at step s
+  depends only on (config, s). `eval_batches` are `config.num_eval_batches`
+  batches of the validation split in order (wrapping around if it is smaller),
+  masked with a fixed seed: identical on every call and for every config.seed.
+
+  Training rows are capped at `config.max_train_sequences` (default
+  DEFAULT_MAX_TRAIN_TOKENS // seq_len), read from the start of the train split.
+  """
+  check_config(config)
+  seq_len, global_batch = config.seq_len, config.batch_size
+  local = batching.process_slice(global_batch, process_index, process_count)
+  source = _source(config)
+  max_train = config.get('max_train_sequences') or max(1, DEFAULT_MAX_TRAIN_TOKENS // seq_len)
+  num_eval_batches = config.get('num_eval_batches', 0)
+  train_rows = _rows(source, 'train', seq_len, max_train)
+
+  eval_batches = []
+  if num_eval_batches:
+    eval_rows = _rows(source, 'validation', seq_len, num_eval_batches * global_batch)
+    for i in range(num_eval_batches):
+      indices = np.arange(i * global_batch, (i + 1) * global_batch) % len(eval_rows)
+      rng = np.random.default_rng([_EVAL_SEED, _EVAL_TAG, i])
+      eval_batches.append(_batch(eval_rows, indices, rng, config.mask_rate, local))
+
+  def train_iter():
+    step = start_step
+    while True:
+      indices = batching.global_batch_indices(step, global_batch, len(train_rows), config.seed)
+      rng = np.random.default_rng([config.seed, _TRAIN_TAG, step])
+      yield _batch(train_rows, indices, rng, config.mask_rate, local)
+      step += 1
+
+  return train_iter(), eval_batches
