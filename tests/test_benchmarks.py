@@ -1,0 +1,222 @@
+"""Smoke tests of benchmarks/: the --quick runs produce complete, well-formed outputs.
+
+The three scripts run once, concurrently, into temporary folders (one module
+fixture); no timing is asserted. The pure helpers (FLOP formulas, growth,
+targets, summaries, worker failure handling) are tested directly.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(REPO, 'benchmarks')
+sys.path.insert(0, BENCH)
+
+import harness  # pylint: disable=g-import-not-at-top,wrong-import-position
+import kernels  # pylint: disable=g-import-not-at-top,wrong-import-position
+import quality  # pylint: disable=g-import-not-at-top,wrong-import-position
+import train_throughput  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+SCRIPTS = ('kernels', 'train_throughput', 'quality')
+PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+
+
+@pytest.fixture(scope='module')
+def quick_runs(tmp_path_factory):
+  """{name: out dir} after `python benchmarks/<name>.py --quick --out <dir>` for all three."""
+  env = dict(os.environ)
+  # A test run's fake multi-device CPU would change what the scripts measure.
+  env.pop('XLA_FLAGS', None)
+  procs, outs = {}, {}
+  for name in SCRIPTS:
+    outs[name] = str(tmp_path_factory.mktemp(name))
+    log = open(os.path.join(outs[name], 'log.txt'), 'w')
+    procs[name] = (subprocess.Popen(
+        [sys.executable, os.path.join(BENCH, f'{name}.py'), '--quick', '--out', outs[name]],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log)
+  deadline = time.time() + 1500
+  for name, (proc, log) in procs.items():
+    try:
+      proc.wait(timeout=max(deadline - time.time(), 1))
+    finally:
+      if proc.poll() is None:
+        proc.kill()
+      log.close()
+    with open(os.path.join(outs[name], 'log.txt')) as f:
+      tail = f.read()[-3000:]
+    assert proc.returncode == 0, f'{name} --quick failed:\n{tail}'
+  return outs
+
+
+def _load(out, name):
+  paths = {ext: os.path.join(out, f'{name}.{ext}') for ext in ('json', 'md', 'png')}
+  for path in paths.values():
+    assert os.path.getsize(path) > 0, path
+  with open(paths['png'], 'rb') as f:
+    assert f.read(8) == PNG_MAGIC
+  with open(paths['json']) as f:
+    report = json.load(f)
+  with open(paths['md']) as f:
+    md = f.read()
+  return report, md
+
+
+def _table_rows(md, heading):
+  """Data rows of the first markdown table after `heading`."""
+  section = md.split(heading, 1)[1]
+  lines = [l for l in section.splitlines() if l.startswith('|')]
+  end = next((i for i in range(1, len(lines)) if not lines[i].startswith('|')), len(lines))
+  rows = []
+  for line in lines[2:end]:
+    rows.append([c.strip() for c in line.strip('|').split('|')])
+  return rows
+
+
+def _check_common(report, name):
+  assert report['benchmark'] == name and report['run'] == 'quick'
+  for key in ('cpu_model', 'cpu_cores', 'ram_gib', 'date', 'load_average_1_5_15'):
+    assert key in report['host']
+  assert report['device']['device_kind']
+  assert report['planned'] == len(report['configs' if name != 'quality' else 'runs'])
+
+
+def _check_status(row, ok_fields):
+  assert row['status'] in ('ok', 'skipped'), row
+  if row['status'] == 'ok':
+    for field in ok_fields:
+      assert row[field] is not None and row[field] > 0, (field, row)
+  else:
+    assert row['reason'], row
+
+
+def test_kernels_quick(quick_runs):
+  report, md = _load(quick_runs['kernels'], 'kernels')
+  _check_common(report, 'kernels')
+  assert report['matmul']['gflops'] > 0
+  planned = kernels.plan(kernels.parse_args(['--quick']), report['device']['platform'])
+  got = [(r['kernel'], r['mode'], r['n']) for r in report['configs']]
+  assert got == [(c['kernel'], c['mode'], c['n']) for c in planned]
+  for r in report['configs']:
+    _check_status(r, ('median_s', 'peak_memory_bytes', 'flops', 'gflops'))
+  assert {k for k, _, _ in got} >= {'softmax', 'dpa_xla', 'linformer_k128', 'linformer_k256',
+                                    'linear', 'linear_causal', 'elu_linear', 'elu_linear_causal'}
+  assert {t['target'][:20] for t in report['targets']}  # every target is reported
+  rows = _table_rows(md, '## All configurations')
+  assert [(r[0], r[1], int(r[2])) for r in rows] == got
+
+
+def test_train_throughput_quick(quick_runs):
+  report, md = _load(quick_runs['train_throughput'], 'train_throughput')
+  _check_common(report, 'train_throughput')
+  args = train_throughput.parse_args(['--quick'])
+  got = [(r['attention'], r['seq_len']) for r in report['configs']]
+  assert got == [(a, n) for a in train_throughput.ATTENTIONS for n in args.seq_lens]
+  for r in report['configs']:
+    _check_status(r, ('tokens_per_s', 'step_s', 'peak_memory_bytes'))
+    assert r['batch'] * r['seq_len'] == report['tokens_per_step']
+  rows = _table_rows(md, '## All configurations')
+  assert [(r[0], int(r[1])) for r in rows] == got
+
+
+def test_quality_quick(quick_runs):
+  report, md = _load(quick_runs['quality'], 'quality')
+  _check_common(report, 'quality')
+  got = [(r['task'], r['variant'], r['seed']) for r in report['runs']]
+  assert got == [(t, v, 0) for t in ('mlm', 'listops') for v in quality.QUICK_VARIANTS[t]]
+  for r in report['runs']:
+    _check_status(r, ('eval_loss', 'steps'))
+    if r['status'] == 'ok':
+      assert 0.0 <= r['eval_accuracy'] <= 1.0
+  assert len(report['summary']) == len(got)
+  assert report['targets'][0]['target'].startswith('MLM: linear')
+  rows = _table_rows(md, '## All runs')
+  assert [(r[0], r[1], int(r[2])) for r in rows] == got
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def test_flop_formulas():
+  b, n, h, d, c = 2, 1024, 8, 64, 64
+  assert kernels.forward_flops('softmax', b, n, h, d, c) == 4 * b * h * n * n * d
+  assert kernels.forward_flops('linear', b, n, h, d, c) == 4 * b * h * n * d * d
+  assert kernels.forward_flops('linformer_k128', b, n, h, d, c) == 8 * b * h * n * 128 * d
+  assert kernels.forward_flops('linear_causal', b, n, h, d, c) == 4 * b * h * n * (d * d + c * d)
+  assert kernels.flops('linear', 'fwd_bwd', b, n, h, d, c) == 3 * 4 * b * h * n * d * d
+
+
+def _result(kernel, mode, n, t, mem=1 << 30, status='ok'):
+  r = dict(kernel=kernel, mode=mode, n=n, status=status, flops=kernels.flops(kernel, mode, 1, n, 8, 64, 64))
+  if status == 'ok':
+    r.update(median_s=t, peak_memory_bytes=mem, rss_above_init_bytes=mem // 2)
+  else:
+    r['reason'] = 'test'
+  return r
+
+
+def test_growth_and_targets():
+  ns = [4096, 8192, 16384, 32768, 65536]
+  res = [_result('linear', 'fwd', n, 1e-3 * n / 4096 * 2.0 ** (i * 0.1)) for i, n in enumerate(ns)]
+  res += [_result('linear_causal', 'fwd', n, 1.5e-3 * n / 4096) for n in ns]
+  res += [_result('softmax', 'fwd', 16384, 0.5, mem=200 << 30)]
+  kernels.add_rates(res, matmul_gflops=100.0)
+  growth = kernels.growth_summary(res)
+  assert growth['linear/fwd']['geomean'] == pytest.approx(2.0 * 2.0 ** 0.1)
+  assert growth['linear/fwd']['max'] == pytest.approx(2.0 * 2.0 ** 0.1)
+  assert growth['softmax/fwd']['geomean'] is None
+  by_name = {t['target']: t for t in kernels.targets(res, 100.0, growth)}
+  speed = by_name['linear fwd >= 100x faster than softmax at n=16384']
+  assert speed['value'] == pytest.approx(0.5 / (4e-3 * 2.0 ** 0.2)) and speed['met']
+  assert by_name['linear fwd >= 50x less peak memory than softmax at n=16384']['met']
+  causal = next(t for k, t in by_name.items() if k.startswith('linear_causal fwd'))
+  assert causal['value'] == pytest.approx(1.5 / 2.0 ** 0.4) and causal['met']
+  assert next(t for k, t in by_name.items() if k.startswith('elu_linear fwd:'))['met'] is None
+
+
+def test_quality_summary_and_target():
+  runs = [dict(task='mlm', variant=v, seed=s, status='ok', eval_loss=loss, eval_accuracy=0.5)
+          for v, losses in (('softmax', (2.0, 2.2)), ('linear', (2.1, 2.1))) for s, loss in enumerate(losses)]
+  runs.append(dict(task='mlm', variant='elu_linear', seed=0, status='skipped', reason='test'))
+  summary = quality.summarize(runs)
+  soft = next(s for s in summary if s['variant'] == 'softmax')
+  assert soft['eval_loss']['mean'] == pytest.approx(2.1)
+  assert soft['eval_loss']['std'] == pytest.approx(0.1414213, rel=1e-5)
+  assert next(s for s in summary if s['variant'] == 'elu_linear')['eval_loss']['mean'] is None
+  (target,) = quality.targets(summary)
+  assert target['value'] == pytest.approx(0.0) and target['met']
+
+
+def test_oversized_configs_are_skipped_without_running(tmp_path):
+  """A size that cannot fit is recorded as skipped (and larger ones after it); nothing crashes."""
+  args = kernels.parse_args(['--kernels', 'softmax', '--ns', '4194304,8388608', '--max_n_linear', '0'])
+  results = kernels.sweep(args, '/nonexistent/script.py', dict(batch=1, heads=8, head_dim=64, chunk=64),
+                          {'platform': 'cpu'})
+  assert [(r['mode'], r['n'], r['status']) for r in results] == [
+      ('fwd', 4194304, 'skipped'), ('fwd', 8388608, 'skipped'),
+      ('fwd_bwd', 4194304, 'skipped'), ('fwd_bwd', 8388608, 'skipped')]
+  assert 'GiB' in results[0]['reason'] and 'smaller n' in results[1]['reason']
+
+
+@pytest.mark.parametrize('body,expected', [
+    ('import os, signal; os.kill(os.getpid(), signal.SIGKILL)', 'killed by signal 9'),
+    ('import time; time.sleep(30)', 'timeout after 1 s'),
+    ('raise SystemExit("boom")', 'worker failed (exit 1): boom'),
+    ('print("@@RESULT@@ " + \'{"status": "ok", "x": 1}\')', None),
+])
+def test_run_worker_never_raises(tmp_path, body, expected):
+  script = tmp_path / 'worker.py'
+  script.write_text(body + '\n')
+  result = harness.run_worker(str(script), {}, timeout_s=1 if 'sleep' in body else 30)
+  if expected is None:
+    assert result['status'] == 'ok' and result['x'] == 1
+  else:
+    assert result['status'] == 'skipped' and result['reason'].startswith(expected)
+
+
+def test_quick_runs_never_overwrite_full_results():
+  assert harness.default_out('kernels', True) != harness.default_out('kernels', False)
+  assert harness.default_out('kernels', True).endswith(os.path.join('results', 'kernels_quick'))

@@ -1,0 +1,417 @@
+"""Training: configs, exact data parallelism and resume, bad inputs, recompiles, multi-host.
+
+Compilation dominates these tests' time, so: every MLM run shares one tiny
+config (TINY), compiled once per session and then served by conftest.py's
+compilation cache, here and in the subprocesses that restart, kill or spread a
+run; and XLA runs with most optimizations off (half the compile time, in this
+process and in every subprocess alike, so exact comparisons stay exact).
+"""
+import glob
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import chex
+import flax
+import jax
+import numpy as np
+import pytest
+
+from linformer_jax import checkpoints
+from linformer_jax import input_pipeline
+from linformer_jax import metrics
+from linformer_jax import stdlib_corpus
+from linformer_jax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MLM_CONFIG = os.path.join(REPO, 'configs', 'mlm.py')
+CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(REPO, 'configs', '*.py'))
+                      if not os.path.basename(p).startswith('_'))
+
+MODEL_TINY = {'model.num_layers': 1, 'model.num_heads': 2, 'model.emb_dim': 32,
+              'model.mlp_dim': 64, 'model.linformer_k': 16, 'model.chunk_size': 16}
+# Shrinks whichever of these data keys a classification config has.
+CLASSIFICATION_TINY = {'batch_size': 8, 'num_eval_batches': 1, 'image_size': 8, 'patch_size': 2,
+                       'num_samples': 256, 'frame_size': 8, 'listops_min_len': 8,
+                       'listops_max_len': 48}
+TINY = {**MODEL_TINY, 'seq_len': 64, 'batch_size': 8, 'num_train_steps': 100,
+        'warmup_steps': 10, 'learning_rate': 3e-3, 'log_every_steps': 10,
+        'eval_every_steps': 50, 'checkpoint_every_steps': 10, 'keep_checkpoints': 3,
+        'num_eval_batches': 2, 'model.dropout_rate': 0.1}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def subprocess_env(**extra):
+  return {**os.environ, 'JAX_DISABLE_MOST_OPTIMIZATIONS': 'true', **extra}
+
+
+def load_config(path, overrides=()):
+  spec = importlib.util.spec_from_file_location('config_under_test', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  for key, value in dict(overrides).items():
+    *parents, name = key.split('.')
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[name] = value
+  return config
+
+
+def flags(overrides):
+  return [f'--config.{k}={v}' for k, v in overrides.items()]
+
+
+def entry_command(workdir, overrides, config_file=MLM_CONFIG):
+  return [sys.executable, os.path.join(REPO, 'train.py'), f'--config={config_file}',
+          f'--workdir={workdir}'] + flags(overrides)
+
+
+def run_entry(workdir, overrides, timeout=600):
+  result = subprocess.run(entry_command(workdir, overrides), cwd=REPO, env=subprocess_env(),
+                          timeout=timeout, capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-5000:]
+  return result
+
+
+def logged(workdir):
+  """metrics.jsonl without the clock-dependent fields."""
+  return [{k: v for k, v in r.items() if k not in train.TIMING_METRICS}
+          for r in metrics.read_metrics(workdir)]
+
+
+def assert_same_metrics(actual, expected, rtol=1e-6):
+  assert [r['step'] for r in actual] == [r['step'] for r in expected]
+  for a, e in zip(actual, expected):
+    assert a.keys() == e.keys(), a['step']
+    np.testing.assert_allclose([a[k] for k in sorted(a)], [e[k] for k in sorted(e)], rtol=rtol,
+                               err_msg=f'step {a["step"]}')
+
+
+def assert_same_params(actual, expected, rtol=1e-6, atol=1e-7):
+  chex.assert_trees_all_close(actual, expected, rtol=rtol, atol=atol)
+
+
+def without_key_bias(params):
+  """params without the attention key biases.
+
+  The paper's attention (TINY's) normalises each key feature over positions,
+  which a per-feature shift of the keys leaves unchanged: the key bias has zero
+  true gradient. What it gets is float round-off, which Adam scales up to
+  +-lr steps, different for every way of splitting the sums over devices and
+  without effect on any output. Every other parameter must agree.
+  """
+  flat = flax.traverse_util.flatten_dict(params)
+  return {k: v for k, v in flat.items() if k[-2:] != ('key', 'bias')}
+
+
+def snapshot(directory):
+  """{relative path: sha256} of every file below `directory`."""
+  out = {}
+  for root, _, files in os.walk(directory):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        out[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
+  return out
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope='module', autouse=True)
+def fast_compiles():
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', False)
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory):
+  """The embedded stdlib corpus, prepared once per session."""
+  path = str(tmp_path_factory.mktemp('tfds'))
+  stdlib_corpus.prepare(path)
+  return path
+
+
+@pytest.fixture(scope='module')
+def tiny(data_dir):
+  """TINY's overrides, data_dir included (also as command-line flags)."""
+  return {**TINY, 'data_dir': data_dir}
+
+
+@pytest.fixture(scope='module')
+def straight(tiny, tmp_path_factory):
+  """TINY trained start to finish in one process: (workdir, final state)."""
+  workdir = str(tmp_path_factory.mktemp('straight'))
+  state = train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)
+  return workdir, state
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_straight_run_writes_checkpoints_metrics_and_tensorboard(straight):
+  workdir, state = straight
+  assert int(state.step) == TINY['num_train_steps']
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['100', '80', '90']
+  records = metrics.read_metrics(workdir)
+  assert [r['step'] for r in records] == list(range(10, 101, 10))
+  assert {'train_loss', 'train_accuracy', 'train_perplexity', 'learning_rate', 'grad_norm',
+          'param_norm', 'steps_per_sec', 'tokens_per_sec'} <= records[0].keys()
+  assert {'eval_loss', 'eval_accuracy', 'eval_perplexity'} <= records[4].keys()  # step 50
+  assert 'eval_loss' in records[-1]
+  assert glob.glob(os.path.join(workdir, 'tensorboard', 'events.out.tfevents.*'))
+
+
+def test_loss_falls(straight):
+  records = metrics.read_metrics(straight[0])
+  first, last = records[0]['train_loss'], records[-1]['train_loss']
+  assert last < 0.8 * first, (first, last)
+  evals = [r['eval_loss'] for r in records if 'eval_loss' in r]
+  assert evals[-1] < evals[0]
+
+
+def test_finished_run_just_reports_done(straight, tiny):
+  workdir, state = straight
+  before = snapshot(workdir)
+  again = train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)
+  assert_same_params(again.params, state.params, rtol=0, atol=0)
+  assert snapshot(workdir) == before
+
+
+def test_resume_in_a_new_process_is_exact(straight, tiny, tmp_path):
+  workdir = str(tmp_path)
+  train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir, stop_after_step=50)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['30', '40', '50']
+  run_entry(workdir, tiny)  # A new process: restores step 50, trains 51..100.
+  resumed = train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)  # Done: restores.
+  assert int(resumed.step) == 100
+  assert_same_params(resumed.params, straight[1].params)
+  assert_same_params(resumed.opt_state, straight[1].opt_state)
+  assert_same_metrics(logged(workdir), logged(straight[0]))
+
+
+def test_sigkill_leaves_a_checkpoint_that_resumes_exactly(straight, tiny, tmp_path):
+  workdir = str(tmp_path)
+  proc = subprocess.Popen(entry_command(workdir, tiny), cwd=REPO, env=subprocess_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  first = os.path.join(workdir, 'checkpoints', '10')
+  try:
+    deadline = time.time() + 300
+    while not os.path.exists(first) and proc.poll() is None and time.time() < deadline:
+      time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+  finally:
+    proc.wait()
+  assert proc.returncode == -signal.SIGKILL, 'the run ended before it could be killed'
+  latest = checkpoints.create_manager(workdir, 3).latest_step()
+  assert latest is not None and latest < 100
+  resumed = train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)
+  assert_same_params(resumed.params, straight[1].params)
+  assert_same_metrics(logged(workdir), logged(straight[0]))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path, monkeypatch):
+  create = input_pipeline.create_datasets
+
+  def poisoned(config, *, start_step=0, **kwargs):
+    train_iter, eval_batches = create(config, start_step=start_step, **kwargs)
+
+    def batches():
+      for step, batch in enumerate(train_iter, start_step):
+        if step == 24:  # The batch of update 25.
+          batch = {**batch, 'weights': np.full_like(batch['weights'], np.nan)}
+        yield batch
+    return batches(), eval_batches
+
+  monkeypatch.setattr(input_pipeline, 'create_datasets', poisoned)
+  workdir = str(tmp_path)
+  with pytest.raises(FloatingPointError, match=r'non-finite loss=nan at step 25.*step 20\)'):
+    train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)
+  assert checkpoints.create_manager(workdir, 3).all_steps() == [10, 20]
+  assert metrics.read_metrics(workdir)[-1]['step'] == 20
+  # The run ends at its checkpoint: nothing to do but restore it.
+  state = train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir, stop_after_step=20)
+  assert int(state.step) == 20
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state))
+
+
+def test_train_step_compiles_once(tiny, tmp_path, monkeypatch):
+  monkeypatch.setattr(train, 'train_step', chex.assert_max_traces(train.train_step, n=1))
+  monkeypatch.setattr(train, 'eval_step', chex.assert_max_traces(train.eval_step, n=1))
+  overrides = {**tiny, 'log_every_steps': 1, 'eval_every_steps': 2, 'checkpoint_every_steps': 3}
+  state = train.train_and_evaluate(load_config(MLM_CONFIG, overrides), str(tmp_path),
+                                   stop_after_step=6)
+  assert int(state.step) == 6
+  assert sum('eval_loss' in r for r in metrics.read_metrics(str(tmp_path))) == 3
+
+
+@pytest.mark.parametrize('path', CONFIG_FILES, ids=os.path.basename)
+def test_every_config_trains_two_steps(path, data_dir, tmp_path):
+  config = load_config(path)
+  if config.task == 'mlm':  # TINY's schedule too: mlm.py then reuses its compilation.
+    overrides = dict(TINY)
+  else:
+    overrides = {k: v for k, v in CLASSIFICATION_TINY.items() if k in config}
+    overrides.update(num_train_examples=64, num_eval_examples=16)  # Generated data only.
+  overrides.update(MODEL_TINY, data_dir=data_dir, checkpoint_every_steps=2)
+  config = load_config(path, overrides)
+  state = train.train_and_evaluate(config, str(tmp_path), stop_after_step=2)
+  assert int(state.step) == 2
+  assert os.listdir(os.path.join(tmp_path, 'checkpoints')) == ['2']
+  assert [r['step'] for r in metrics.read_metrics(str(tmp_path))] == [2]
+
+
+def test_classification_task_end_to_end(tmp_path):
+  # Token inputs and CLS pooling (configs/image.py covers float features): the
+  # MLM config turned classifier, new keys added (the config is unlocked).
+  overrides = {**MODEL_TINY, 'task': 'classification', 'dataset': 'listops',
+               'listops_min_len': 8, 'listops_max_len': 48, 'model.pooling': 'cls',
+               'num_train_examples': 64, 'num_eval_examples': 16, 'num_train_steps': 4,
+               'warmup_steps': 1, 'num_eval_batches': 1}
+  state = train.train_and_evaluate(load_config(MLM_CONFIG, overrides), str(tmp_path))
+  assert 'head' in state.params
+  records = metrics.read_metrics(str(tmp_path))
+  assert records[-1]['step'] == 4 and 0 <= records[-1]['eval_accuracy'] <= 1
+  assert np.isfinite(records[-1]['train_loss'])
+
+
+@pytest.mark.parametrize('overrides, match', [
+    ({'model.attention': 'nope'}, r"unknown attention 'nope'"),
+    ({'model.max_len': 32}, r'seq_len=64 .*max_len=32'),
+    ({'dataset': 'no_such_dataset'}, r"'no_such_dataset' is an unknown TFDS dataset"),
+    ({'dataset': 'lm1b', 'data_dir': 'EMPTY'}, r"'lm1b' is not prepared"),
+    ({'text_files': '/nonexistent/*.txt'}, r"'/nonexistent/\*\.txt' matches no files"),
+    ({'task': 'translate'}, r"unknown task 'translate'"),
+    ({'model.bogus': 1}, r"unknown config.model fields \['bogus'\]"),
+    ({'learning_rate': -1.0}, r'learning_rate must be positive, got -1.0'),
+])
+def test_bad_input_fails_early_and_keeps_workdir(overrides, match, straight, tiny, tmp_path,
+                                                monkeypatch):
+  workdir = str(tmp_path / 'workdir')
+  shutil.copytree(straight[0], workdir)
+  before = snapshot(workdir)
+  overrides = {**tiny, **{k: str(tmp_path / 'empty') if v == 'EMPTY' else v
+                         for k, v in overrides.items()}}
+  config = load_config(MLM_CONFIG, overrides)
+
+  def too_late(*args, **kwargs):
+    raise AssertionError('got past validation')
+
+  # Neither data nor parameters are made before the config is found wanting.
+  monkeypatch.setattr(input_pipeline, 'create_datasets', too_late)
+  monkeypatch.setattr(train, 'create_state', too_late)
+  with pytest.raises(ValueError, match=match):
+    train.train_and_evaluate(config, workdir)
+  assert snapshot(workdir) == before
+
+
+def test_unwritable_workdir(tiny, tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('not a directory')
+  workdir = str(blocker / 'run')
+  with pytest.raises(ValueError, match=f'workdir {workdir!r} is not a writable directory'):
+    train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)
+
+
+# The two-process run and its reference: short, as neither shares a compilation.
+SHORT = {'num_train_steps': 12, 'log_every_steps': 4, 'eval_every_steps': 12,
+         'checkpoint_every_steps': 4}
+
+FAKE_DEVICES = r'''
+import json, os, sys
+import numpy as np
+import jax
+from linformer_jax import train
+sys.path.insert(0, os.path.join({repo!r}, 'tests'))
+from test_train import MLM_CONFIG, load_config, logged, snapshot, without_key_bias
+assert jax.local_device_count() == 8, jax.devices()
+tiny, tmp = json.loads({tiny!r}), {tmp!r}
+out = {{}}
+
+# Without dropout (each device draws its own masks), 8 devices = 1 device.
+exact = {{**tiny, 'model.dropout_rate': 0.0}}
+states = {{n: train.train_and_evaluate(load_config(MLM_CONFIG, exact), os.path.join(tmp, f'd{{n}}'),
+                                       num_devices=n, stop_after_step=4) for n in (8, 1)}}
+params = {{n: without_key_bias(states[n].params) for n in states}}
+out['max_abs_diff'] = max(float(np.max(np.abs(params[8][k] - params[1][k]))) for k in params[1])
+out['max_abs_param'] = max(float(np.max(np.abs(x))) for x in params[1].values())
+out['metrics'] = {{n: logged(os.path.join(tmp, f'd{{n}}')) for n in states}}
+
+before = snapshot(os.path.join(tmp, 'd8'))
+try:
+  train.train_and_evaluate(load_config(MLM_CONFIG, {{**exact, 'batch_size': 12}}),
+                           os.path.join(tmp, 'd8'))
+except ValueError as e:
+  out['error'] = str(e)
+out['unchanged'] = snapshot(os.path.join(tmp, 'd8')) == before
+
+# The two-process test's reference: 2 devices fold the same device indices
+# into their dropout keys as 2 processes of 1 device.
+out['two_devices'] = os.path.join(tmp, 'd2')
+train.train_and_evaluate(load_config(MLM_CONFIG, {{**tiny, **json.loads({short!r})}}),
+                         out['two_devices'], num_devices=2)
+print('RESULT', json.dumps(out))
+'''
+
+
+@pytest.fixture(scope='module')
+def fake_devices(tiny, tmp_path_factory):
+  # One subprocess (JAX fixes its device count at start) for all 8-device checks.
+  tmp = str(tmp_path_factory.mktemp('fake_devices'))
+  code = FAKE_DEVICES.format(repo=REPO, tiny=json.dumps(tiny), short=json.dumps(SHORT), tmp=tmp)
+  env = subprocess_env(XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  result = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, timeout=600,
+                          capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-5000:]
+  line = [l for l in result.stdout.splitlines() if l.startswith('RESULT ')][-1]
+  return json.loads(line[len('RESULT '):])
+
+
+def test_eight_devices_give_the_one_device_update(fake_devices):
+  assert fake_devices['max_abs_param'] > 0.1
+  assert fake_devices['max_abs_diff'] < 1e-6, fake_devices['max_abs_diff']
+  assert_same_metrics(fake_devices['metrics']['8'], fake_devices['metrics']['1'], rtol=1e-6)
+
+
+def test_batch_not_divisible_by_devices(fake_devices):
+  assert 'batch_size=12 is not divisible by the number of devices 8' in fake_devices['error']
+  assert fake_devices['unchanged']
+
+
+def test_two_processes_on_localhost_match_two_devices(fake_devices, tiny, tmp_path):
+  workdir = str(tmp_path)
+  port = free_port()
+  procs = []
+  for i in range(2):
+    env = subprocess_env(JAX_COORDINATOR_ADDRESS=f'localhost:{port}', JAX_NUM_PROCESSES='2',
+                         JAX_PROCESS_ID=str(i))
+    procs.append(subprocess.Popen(entry_command(workdir, {**tiny, **SHORT, 'distributed': True}),
+                                  cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True))
+  errors = [p.communicate(timeout=600)[1] for p in procs]
+  for p, err in zip(procs, errors):
+    assert p.returncode == 0, err[-5000:]
+  config = load_config(MLM_CONFIG, {**tiny, **SHORT})
+  final = train.train_and_evaluate(config, workdir)  # Done: restores.
+  reference = train.train_and_evaluate(config, fake_devices['two_devices'])
+  assert int(final.step) == SHORT['num_train_steps']
+  assert_same_params(final.params, reference.params)
+  assert_same_metrics(logged(workdir), logged(fake_devices['two_devices']))
