@@ -45,7 +45,8 @@ def main(argv):
   except ImportError:
     pass
   config_path = config_flags.get_config_filename(FLAGS['config'])
-  workdir = FLAGS.workdir or os.path.join('runs', os.path.splitext(os.path.basename(config_path))[0])
+  stem = os.path.splitext(os.path.basename(config_path))[0]
+  workdir = FLAGS.workdir or os.path.join('runs', stem)
   logging.info('Config %s, workdir %s', config_path, workdir)
   train.train_and_evaluate(FLAGS.config, workdir)
 

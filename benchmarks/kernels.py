@@ -211,27 +211,31 @@ def _run_group(configs, args, script, settings, device, deadline, log, prev=None
                          settings['heads'], settings['head_dim'])
     avail = harness.available_memory()
     remaining = deadline - time.time()
+    power = 2 if config['kernel'] in QUADRATIC else 1
+    predicted = prev['median_s'] * (n / prev['n']) ** power if prev else 0.0
+    # Warm-up plus the timed calls (the budget stops them), on top of start-up and
+    # compile, which take about what they took for the previous size.
+    calls = 1 + min(args.reps, max(1, math.ceil(args.rep_budget_s / max(predicted, 1e-3))))
+    expected = (prev['worker_wall_s'] - prev['warmup_s'] - sum(prev['times_s']) if prev
+                else args.startup_s) + predicted * calls
     if root is not None:
       result = _skip(config, f'a smaller n was skipped ({root})')
     elif device['platform'] == 'cpu' and est > args.memory_fraction * avail:
       result = _skip(config, f'estimated {est / harness.GiB:.1f} GiB > {args.memory_fraction:.0%} '
                              f'of {avail / harness.GiB:.1f} GiB available')
+    elif predicted > args.max_run_s:
+      result = _skip(config, f'predicted {predicted:.0f} s per call > --max_run_s={args.max_run_s:.0f}')
+    elif expected > remaining:
+      result = _skip(config, f'time budget: {max(remaining, 0):.0f} s left, needs ~{expected:.0f} s')
     else:
-      power = 2 if config['kernel'] in QUADRATIC else 1
-      predicted = prev['median_s'] * (n / prev['n']) ** power if prev else 0.0
-      # Process start and compile, then a warm-up and the timed calls.
-      timeout = args.worker_overhead_s + predicted * (2 + min(args.reps, 3))
-      if predicted > args.max_run_s:
-        result = _skip(config, f'predicted {predicted:.0f} s per call > --max_run_s={args.max_run_s:.0f}')
-      elif timeout > remaining:
-        result = _skip(config, f'time budget: {max(remaining, 0):.0f} s left, needs ~{timeout:.0f} s')
-      else:
-        spec = dict(config, kind='kernel', batch=settings['batch'], heads=settings['heads'],
-                    head_dim=settings['head_dim'], chunk=settings['chunk'], reps=args.reps,
-                    budget_s=args.rep_budget_s, max_warmup_s=args.max_warmup_s,
-                    memory_fraction=args.memory_fraction)
-        result = dict(config, **harness.run_worker(script, spec, timeout, env=args.worker_env))
-        result.pop('device', None)
+      spec = dict(config, kind='kernel', batch=settings['batch'], heads=settings['heads'],
+                  head_dim=settings['head_dim'], chunk=settings['chunk'], reps=args.reps,
+                  budget_s=args.rep_budget_s, max_warmup_s=args.max_warmup_s,
+                  memory_fraction=args.memory_fraction)
+      # A generous timeout: it only catches hangs and swapping.
+      timeout = args.worker_overhead_s + 3 * predicted * calls
+      result = dict(config, **harness.run_worker(script, spec, timeout, env=args.worker_env))
+      result.pop('device', None)
     result['flops'] = flops(config['kernel'], config['mode'], settings['batch'], n,
                             settings['heads'], settings['head_dim'], settings['chunk'])
     result['estimated_bytes'] = est
@@ -482,8 +486,10 @@ def parse_args(argv):
   p.add_argument('--max_warmup_s', type=float, default=20.0,
                  help='a slower warm-up call is the only sample')
   p.add_argument('--max_run_s', type=float, default=120.0, help='skip sizes predicted slower')
-  p.add_argument('--worker_overhead_s', type=float, default=120.0,
-                 help='worker timeout on top of the predicted run time (start-up, compile)')
+  p.add_argument('--startup_s', type=float, default=20.0,
+                 help='expected worker start-up and compile time, for the time budget')
+  p.add_argument('--worker_overhead_s', type=float, default=180.0,
+                 help='worker timeout on top of 3x the predicted run time')
   p.add_argument('--memory_fraction', type=float, default=0.7,
                  help='skip sizes expected to need more than this fraction of available memory')
   p.add_argument('--time_budget_s', type=float, default=25 * 60,

@@ -31,50 +31,78 @@ from linformer_jax import attention  # pylint: disable=g-import-not-at-top,wrong
 
 
 # ----------------------------------------------------------------------------- rewrites
+# Each mirrors the kernel in attention.py line by line (upcast, masking, stop_gradient),
+# changing only where the arrays are laid out or how the contractions are written, so
+# that any one can replace the kernel's body as it stands.
+
+_NEG = attention._NEG  # pylint: disable=protected-access
 
 
-def _head_major(q, k, v, *, mask=None, precision=None):
-  """The non-causal kernel computed in [b, h, n, d]: both contractions become plain
-  batched matmuls over (b, h), so XLA copies q, k, v once instead of inside each dot."""
-  q, k, v = (x.astype(jnp.promote_types(x.dtype, jnp.float32)).transpose(0, 2, 1, 3)
-             for x in (q, k, v))
+def _heads_first(x):
+  return x.transpose(0, 2, 1, 3)
+
+
+def _linear(query, key, value, key_mask=None, *, kv_layout='bnhd', out_layout='bnhd',
+            precision=None):
+  """Non-causal linear_attention; each contraction in the kernel's [b, n, h, d]
+  layout or head-major [b, h, n, d] (inputs transposed, fused by XLA into the
+  exp / softmax that produce them)."""
+  q, k, v = attention._upcast(query, key, value)  # pylint: disable=protected-access
   qs = jax.nn.softmax(q, axis=-1)
-  if mask is not None:
-    k = jnp.where(mask, k, attention._NEG)  # pylint: disable=protected-access
-  m = lax.stop_gradient(jnp.max(k, axis=2, keepdims=True))
-  e = jnp.exp(k - m)
-  if mask is not None:
-    e = e * mask
-  z = jnp.sum(e, axis=2)
-  kv = jnp.einsum('bhnd,bhne->bhde', e, v, precision=precision)
-  kv = kv / jnp.where(z > 0, z, 1.0)[..., None]
-  return jnp.einsum('bhnd,bhde->bhne', qs, kv, precision=precision).transpose(0, 2, 1, 3)
-
-
-head_major = jax.jit(_head_major)
-highest = jax.jit(functools.partial(_head_major, precision=lax.Precision.HIGHEST))
-
-
-@jax.jit
-def current(q, k, v):
-  return attention.linear_attention(q, k, v)
-
-
-@jax.jit
-def current_highest(q, k, v):
-  # The kernel's own layout with HIGHEST precision dots (f32 on CPU either way).
-  qs = jax.nn.softmax(q, axis=-1)
+  mask = attention._mask_as(key_mask, k)  # pylint: disable=protected-access
+  k = jnp.where(mask > 0, k, _NEG)
   m = lax.stop_gradient(jnp.max(k, axis=1, keepdims=True))
-  e = jnp.exp(k - m)
-  kv = jnp.einsum('bnhd,bnhe->bhde', e, v, precision=lax.Precision.HIGHEST) / jnp.sum(e, 1)[..., None]
-  return jnp.einsum('bnhd,bhde->bnhe', qs, kv, precision=lax.Precision.HIGHEST)
+  e = mask * jnp.exp(k - m)
+  z = jnp.sum(e, axis=1)
+  if kv_layout == 'bhnd':
+    kv = jnp.einsum('bhnd,bhne->bhde', _heads_first(e), _heads_first(v), precision=precision)
+  else:
+    kv = jnp.einsum('bnhd,bnhe->bhde', e, v, precision=precision)
+  kv = kv / jnp.where(z > 0, z, 1.0)[..., None]
+  if out_layout == 'bhnd':
+    out = _heads_first(jnp.einsum('bhnd,bhde->bhne', _heads_first(qs), kv, precision=precision))
+  else:
+    out = jnp.einsum('bnhd,bhde->bnhe', qs, kv, precision=precision)
+  return out.astype(query.dtype)
 
 
-REWRITES = {
-    'current (attention.linear_attention)': current,
-    'head-major [b,h,n,d] inside': head_major,
-    'head-major, precision=HIGHEST': highest,
-    'kernel layout, precision=HIGHEST': current_highest,
+def _elu(query, key, value, key_mask=None, *, layout='bnhd', ones_column=True):
+  """Non-causal elu_linear_attention; optionally head-major, and optionally with
+  the denominator as its own contraction instead of a ones column appended to V
+  (which makes the value width 65 instead of 64)."""
+  q, k, v = attention._upcast(query, key, value)  # pylint: disable=protected-access
+  phi_q = jax.nn.elu(q) + 1.0
+  phi_k = (jax.nn.elu(k) + 1.0) * attention._mask_as(key_mask, k)  # pylint: disable=protected-access
+  if layout == 'bhnd':
+    phi_q, phi_k, v = _heads_first(phi_q), _heads_first(phi_k), _heads_first(v)
+    spec_kv, spec_out, spec_den, axis = 'bhnd,bhne->bhde', 'bhnd,bhde->bhne', 'bhnd,bhd->bhn', 2
+  else:
+    spec_kv, spec_out, spec_den, axis = 'bnhd,bnhe->bhde', 'bnhd,bhde->bnhe', 'bnhd,bhd->bnh', 1
+  if ones_column:
+    v1 = jnp.concatenate([v, jnp.ones(v.shape[:-1] + (1,), v.dtype)], axis=-1)
+    num = jnp.einsum(spec_out, phi_q, jnp.einsum(spec_kv, phi_k, v1))
+    num, den = num[..., :-1], num[..., -1:]
+  else:
+    num = jnp.einsum(spec_out, phi_q, jnp.einsum(spec_kv, phi_k, v))
+    den = jnp.einsum(spec_den, phi_q, jnp.sum(phi_k, axis=axis))[..., None]
+  out = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
+  if layout == 'bhnd':
+    out = _heads_first(out)
+  return out.astype(query.dtype)
+
+
+LINEAR_REWRITES = {
+    'current (attention.linear_attention)': jax.jit(attention.linear_attention),
+    'both contractions head-major': jax.jit(functools.partial(_linear, kv_layout='bhnd', out_layout='bhnd')),
+    'only Kᵀ·V head-major': jax.jit(functools.partial(_linear, kv_layout='bhnd')),
+    'only Q·(KᵀV) head-major': jax.jit(functools.partial(_linear, out_layout='bhnd')),
+    'kernel layout, precision=HIGHEST': jax.jit(functools.partial(_linear, precision=lax.Precision.HIGHEST)),
+}
+ELU_REWRITES = {
+    'current (attention.elu_linear_attention)': jax.jit(attention.elu_linear_attention),
+    'head-major': jax.jit(functools.partial(_elu, layout='bhnd')),
+    'separate denominator': jax.jit(functools.partial(_elu, ones_column=False)),
+    'head-major + separate denominator': jax.jit(functools.partial(_elu, layout='bhnd', ones_column=False)),
 }
 
 
@@ -157,13 +185,28 @@ def main(argv):
   fns = {name: (lambda f=f, a=a: jax.block_until_ready(f(*a))) for name, (f, a) in pieces(q, k, v).items()}
   piece_t, _ = interleaved(fns, args.rounds, 120)
   attention_flops = 4 * b * h * n * d * d
-  rewrites = {name: (lambda f=f: jax.block_until_ready(f(q, k, v))) for name, f in REWRITES.items()}
-  rewrite_t, runs = interleaved(rewrites, args.rounds, 120)
-  diffs = {name: max_diff(f, current, q, k, v) for name, f in REWRITES.items()}
-  grad_fns = {name: jax.jit(jax.grad(lambda q, k, v, f=f: f(q, k, v).sum(), argnums=(0, 1, 2)))
-              for name, f in list(REWRITES.items())[:2]}
-  grad_t, _ = interleaved({name: (lambda g=g: jax.block_until_ready(g(q, k, v)))
-                           for name, g in grad_fns.items()}, args.rounds, 120)
+  mask = jax.random.uniform(jax.random.PRNGKey(3), (b, n)) > 0.2
+  rewrite_rows = []
+  for family, rewrites in (('linear', LINEAR_REWRITES), ('elu_linear', ELU_REWRITES)):
+    fns = {name: (lambda f=f: jax.block_until_ready(f(q, k, v))) for name, f in rewrites.items()}
+    times, runs = interleaved(fns, args.rounds, 240)
+    grads = {name: jax.jit(jax.grad(lambda q, k, v, f=f: f(q, k, v).sum(), argnums=(0, 1, 2)))
+             for name, f in rewrites.items()}
+    grad_times, _ = interleaved({name: (lambda g=g: jax.block_until_ready(g(q, k, v)))
+                                 for name, g in grads.items()}, args.rounds, 240)
+    ref_name = next(iter(rewrites))
+    fl = attention_flops if family == 'linear' else 4 * b * h * n * d * (d + 1)
+    for name, f in rewrites.items():
+      rewrite_rows.append({
+          'family': family, 'rewrite': name, 'median_s': times[name], 'runs': runs[name],
+          'gflops': fl / times[name] / 1e9, 'fraction_of_matmul': fl / times[name] / 1e9 / mm,
+          'speedup': times[ref_name] / times[name], 'fwd_bwd_s': grad_times[name],
+          'fwd_bwd_speedup': grad_times[ref_name] / grad_times[name],
+          'max_abs_diff': max_diff(f, rewrites[ref_name], q, k, v),
+          'max_abs_diff_masked': max_diff(functools.partial(f, key_mask=mask),
+                                          functools.partial(rewrites[ref_name], key_mask=mask), q, k, v)})
+      print(rewrite_rows[-1], flush=True)
+  current_s = rewrite_rows[0]['median_s']
 
   chunks = [int(c) for c in args.chunks.split(',')]
   qc, kc, vc = (x[:, :args.causal_n] if args.causal_n <= n else
@@ -176,8 +219,7 @@ def main(argv):
   for c in chunks:
     fl = 4 * b * h * args.causal_n * (d * d + c * d)
     causal_rows.append({'chunk_size': c, 'median_s': causal_t[c], 'gflops': fl / causal_t[c] / 1e9,
-                        'vs_non_causal': causal_t[c] / rewrite_t['current (attention.linear_attention)']
-                        if args.causal_n == n else None})
+                        'vs_non_causal': causal_t[c] / current_s if args.causal_n == n else None})
 
   report = {
       'benchmark': 'linear_variants', 'run': 'quick' if args.quick else 'full',
@@ -187,12 +229,7 @@ def main(argv):
       'pieces': [{'piece': name, 'median_s': t,
                   'gflops': piece_flops(name, b, n, h, d) / t / 1e9 if piece_flops(name, b, n, h, d) else None}
                  for name, t in piece_t.items()],
-      'rewrites': [{'rewrite': name, 'median_s': t, 'runs': runs[name], 'gflops': attention_flops / t / 1e9,
-                    'fraction_of_matmul': attention_flops / t / 1e9 / mm,
-                    'speedup': rewrite_t['current (attention.linear_attention)'] / t,
-                    'max_abs_diff_out': diffs[name][0], 'max_abs_diff_grad': diffs[name][1],
-                    'fwd_bwd_s': grad_t.get(name)}
-                   for name, t in rewrite_t.items()],
+      'rewrites': rewrite_rows,
       'causal': causal_rows, 'causal_n': args.causal_n,
       'elapsed_s': round(time.time() - tic, 1), 'load_average_end': harness.load_average(),
   }
@@ -203,12 +240,17 @@ def main(argv):
       '## Pieces of the non-causal forward', '', harness.markdown_table(
           ['piece', 'ms', 'GFLOP/s'],
           [[r['piece'], harness.fmt(r['median_s'] * 1e3), harness.fmt(r['gflops'])] for r in report['pieces']]),
-      '', '## Whole-kernel rewrites (forward)', '', harness.markdown_table(
-          ['rewrite', 'fwd ms', 'GFLOP/s', 'of matmul', 'speedup', 'fwd+bwd ms', 'max |Δ| out', 'max |Δ| grad'],
-          [[r['rewrite'], harness.fmt(r['median_s'] * 1e3), harness.fmt(r['gflops']),
+      '', '## Whole-kernel rewrites', '',
+      'Speedups against the current kernel of the same family; max |Δ| is the largest '
+      'difference from it in the output / in the gradients of sum(out), without and with a '
+      'random key mask (20% padding).', '', harness.markdown_table(
+          ['kernel', 'rewrite', 'fwd ms', 'GFLOP/s', 'of matmul', 'fwd speedup', 'fwd+bwd ms',
+           'fwd+bwd speedup', 'max |Δ| out, grad', 'masked'],
+          [[r['family'], r['rewrite'], harness.fmt(r['median_s'] * 1e3), harness.fmt(r['gflops']),
             f"{r['fraction_of_matmul']:.0%}", harness.fmt(r['speedup']),
-            harness.fmt(r['fwd_bwd_s'] * 1e3 if r['fwd_bwd_s'] else None),
-            f"{r['max_abs_diff_out']:.2g}", f"{r['max_abs_diff_grad']:.2g}"] for r in report['rewrites']]),
+            harness.fmt(r['fwd_bwd_s'] * 1e3), harness.fmt(r['fwd_bwd_speedup']),
+            '{:.1g}, {:.1g}'.format(*r['max_abs_diff']), '{:.1g}, {:.1g}'.format(*r['max_abs_diff_masked'])]
+           for r in report['rewrites']]),
       '', f'## Causal linear_attention at n={args.causal_n} against chunk_size', '', harness.markdown_table(
           ['chunk_size', 'fwd ms', 'GFLOP/s', 'x non-causal'],
           [[r['chunk_size'], harness.fmt(r['median_s'] * 1e3), harness.fmt(r['gflops']),

@@ -4,7 +4,11 @@ Run (2 CPU cores):
 
   python train.py --config=configs/audio.py --workdir=./runs/audio
 
-Expected result: MEASURED.
+Measured with that command on 2 CPU cores shared with other jobs (load average
+7-10): 20 min 35 s wall, 5 min 49 s of CPU (user + sys), data generation and
+compilation included; eval accuracy 43.4% on the 512 generated eval clips at
+step 300 (eval loss 1.27; chance is 12.5% and ln 8 = 2.08), already 41.6% at
+step 100. The CPU time suggests about 6 minutes on idle cores (not measured).
 
 The default data are generated 'tones' (8 sound-event classes, chance 12.5%; see
 linformer_jax/synthetic_data.py). For speech, prepare TFDS speech_commands on a
@@ -61,5 +65,5 @@ def get_config():
   config.model.linformer_sharing = 'headwise'  # Linformer projection sharing
   config.model.chunk_size = 64        # chunk length of causal linear kernels (unused here)
   config.model.dtype = 'float32'      # activation dtype ('bfloat16' on accelerators)
-  config.model.max_len = config_dict.placeholder(int)  # position/projection length; None: input length
+  config.model.max_len = config_dict.placeholder(int)  # position table length; None: input length
   return config

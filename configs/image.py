@@ -4,7 +4,13 @@ Run (2 CPU cores):
 
   python train.py --config=configs/image.py --workdir=./runs/image
 
-Expected result: MEASURED.
+Measured with that command on 2 CPU cores shared with other jobs (load average
+6-8): 13 min 56 s wall, 3 min 52 s of CPU (user + sys), data generation and
+compilation included; eval accuracy 27.5% on the 512 generated eval images at
+step 800 (eval loss 1.72; chance is 12.5% and ln 8 = 2.08). The CPU time
+suggests 4-5 minutes on idle cores (not measured). The loss stays near ln 8
+for about 200 steps, then falls; eval accuracy was 24%, 25% and 27.5% at
+steps 400, 600 and 800, so more steps (or a GPU) buy more.
 
 The default data are generated 'shapes' images (8 classes, chance 12.5%; see
 linformer_jax/synthetic_data.py). For real images prepare a TFDS dataset on a
@@ -26,7 +32,7 @@ def get_config():
   config.distributed = False          # call jax.distributed.initialize() (multi-process runs)
 
   # Data (linformer_jax/classification_data.py); sequence length = (image_size / patch_size)².
-  config.dataset = 'shapes'           # generated shapes; 'cifar10' / 'mnist' when prepared in data_dir
+  config.dataset = 'shapes'           # generated; 'cifar10' / 'mnist' when prepared in data_dir
   config.data_dir = os.path.expanduser('~/tensorflow_datasets')  # TFDS data (never downloaded)
   config.image_size = 32              # 'shapes' only: 32 -> 1024 pixel tokens
   config.image_channels = 1           # 'shapes' only: 1 (grey) or 3 (colour)
@@ -62,5 +68,5 @@ def get_config():
   config.model.linformer_sharing = 'headwise'  # Linformer projection sharing
   config.model.chunk_size = 64        # chunk length of causal linear kernels (unused here)
   config.model.dtype = 'float32'      # activation dtype ('bfloat16' on accelerators)
-  config.model.max_len = config_dict.placeholder(int)  # position/projection length; None: input length
+  config.model.max_len = config_dict.placeholder(int)  # position table length; None: input length
   return config

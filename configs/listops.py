@@ -7,7 +7,7 @@ expression's value, 10 classes. Run:
   python train.py --config=configs/listops.py --workdir=./runs/listops
 
 Other attentions: --config.model.attention=softmax (or linformer, elu_linear).
-Expected result: MEASURED (filled in from benchmarks/quality.py; see below).
+Expected result: not measured yet (benchmarks/quality.py is meant to measure it).
 """
 import ml_collections
 

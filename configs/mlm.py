@@ -1,11 +1,15 @@
 r"""Masked-LM pretraining with the paper's linear attention on the stdlib docstrings.
 
-Run (about 10 minutes on 2 CPU cores, data preparation included):
+Run (the corpus is prepared into data_dir on first use, about a minute):
 
   python train.py --config=configs/mlm.py --workdir=./runs/mlm
 
-Expected result (measured on 2 CPU cores): MEASURED.
-Override any key on the command line, e.g. --config.model.attention=softmax.
+Expected result, measured on 2 CPU cores shared with other jobs (load ~7):
+10.5 min wall (6.3 min of CPU), about 2.6 s per step; train loss (masked
+bytes, nats) from 5.56 = ln(260) at init to 4.24 averaged over steps 1-20 and
+3.05 over steps 181-200; eval loss 3.13 at step 50, 2.91 at step 200 (eval
+accuracy 0.25). Running the command again restores step 200 and exits.
+Override any key, e.g. --config.num_train_steps=1000 --config.model.num_layers=4.
 """
 import os
 
@@ -48,7 +52,7 @@ def get_config():
   config.model.num_heads = 4          # attention heads
   config.model.emb_dim = 128          # model width
   config.model.mlp_dim = 512          # MLP hidden width
-  config.model.dropout_rate = 0.0     # none: the run sees < 1 epoch, and random bits cost ~40% of a CPU step
+  config.model.dropout_rate = 0.0     # off: < 1 epoch, and dropout bits cost ~40% of a CPU step
   config.model.linformer_k = 128      # Linformer projected length
   config.model.linformer_sharing = 'headwise'  # Linformer projection sharing
   config.model.chunk_size = 64        # chunk length of causal linear kernels

@@ -31,9 +31,9 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state):
   step = manager.latest_step()
   if step is None:
     return None, 0
-  target = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                     sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0])),
-      abstract_state)
+  # Restored onto one local device, then fetched: every process gets the values.
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                        abstract_state)
   state = manager.restore(step, args=ocp.args.StandardRestore(target))
   return jax.device_get(state), step

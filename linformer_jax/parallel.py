@@ -22,6 +22,8 @@ def initialize_distributed():
   JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and
   JAX_PROCESS_ID in each process's environment.
   """
+  if jax.distributed.is_initialized():  # A second run in the same process.
+    return
   kwargs = {}
   for name, env in (('num_processes', 'JAX_NUM_PROCESSES'), ('process_id', 'JAX_PROCESS_ID')):
     if env in os.environ:
@@ -47,7 +49,8 @@ def local_devices(num_devices: int | None = None) -> list:
   if num_devices is None:
     return devices
   if not 1 <= num_devices <= len(devices):
-    raise ValueError(f'num_devices={num_devices} must be in [1, {len(devices)}] (the local devices)')
+    raise ValueError(f'num_devices={num_devices} must be in [1, {len(devices)}], '
+                     'the local devices')
   if num_devices < len(devices) and jax.process_count() > 1:
     raise ValueError(f'num_devices={num_devices}: a multi-process run uses all local devices')
   return devices[:num_devices]
@@ -79,7 +82,10 @@ def unreplicate(tree):
 
 
 def shard(batch, devices):
-  """Splits this process's batch over its devices: [b, ...] -> [len(devices), b / len(devices), ...]."""
+  """Splits this process's batch over its devices.
+
+  Every leaf [b, ...] becomes [len(devices), b / len(devices), ...].
+  """
   n = len(devices)
   sharding = _pmap_sharding(devices)
   return jax.tree.map(lambda x: jax.device_put(x.reshape((n, -1) + x.shape[1:]), sharding), batch)

@@ -21,7 +21,7 @@ from absl import logging
 from linformer_jax import checkpoints
 from linformer_jax import parallel
 from linformer_jax.metrics import MetricWriter
-from linformer_jax.tasks import TASKS
+from linformer_jax.tasks import TASKS, Task  # pylint: disable=unused-import (train.Task: API)
 
 # Parameters that get weight decay: weight matrices. Biases and LayerNorm
 # scales are left alone as usual; so are the embeddings (token, position, CLS):
@@ -274,7 +274,8 @@ def train_and_evaluate(config, workdir: str, *, num_devices: int | None = None,
         history = []
         seconds, steps = time.time() - timer[0], step - timer[1]
         if steps:
-          scalars.update(steps_per_sec=steps / seconds, tokens_per_sec=steps * tokens_per_step / seconds)
+          scalars.update(steps_per_sec=steps / seconds,
+                         tokens_per_sec=steps * tokens_per_step / seconds)
         timer = (time.time(), step)
       if eval_batches and _is_due(step, config.eval_every_steps, config.num_train_steps):
         scalars.update(_evaluate(p_eval, pstate.params, eval_batches, devices))

@@ -46,7 +46,8 @@ def test_image_64_changes_only_the_size():
   assert variant == base
 
 
-@pytest.mark.parametrize('name', ['image.py', 'image_64.py', 'audio.py'])
+# image_64.py differs from image.py only in image_size (above), so it is not run again.
+@pytest.mark.parametrize('name', ['image.py', 'audio.py'])
 def test_config_trains_two_steps(name, tmp_path):
   config = _config(name)
   config.update_from_flattened_dict(TINY)
@@ -58,16 +59,19 @@ def test_config_trains_two_steps(name, tmp_path):
 
 
 def test_loss_falls_on_shapes(tmp_path):
+  # 4x4 patches of 16x16 images (16 tokens): with one pixel per token the model
+  # needs several hundred steps before its loss leaves ln 8 (see configs/image.py),
+  # too long for a unit test; the pipeline and model are the same.
   config = _config('image.py')
   config.update_from_flattened_dict({
-      'image_size': 16, 'batch_size': 16, 'num_train_steps': 200, 'warmup_steps': 20,
-      'learning_rate': 3e-3, 'log_every_steps': 50, 'eval_every_steps': 200,
-      'checkpoint_every_steps': 200, 'num_eval_batches': 8, 'num_train_examples': 2000,
-      'num_eval_examples': 128, 'model.num_layers': 2, 'model.emb_dim': 32,
-      'model.mlp_dim': 64, 'model.num_heads': 4})
+      'image_size': 16, 'patch_size': 4, 'batch_size': 16, 'num_train_steps': 400,
+      'warmup_steps': 20, 'learning_rate': 3e-3, 'log_every_steps': 100,
+      'eval_every_steps': 400, 'checkpoint_every_steps': 400, 'num_eval_batches': 8,
+      'num_train_examples': 2000, 'num_eval_examples': 128, 'model.num_layers': 2,
+      'model.emb_dim': 32, 'model.mlp_dim': 64, 'model.num_heads': 4})
   train.train_and_evaluate(config, str(tmp_path))
   records = read_metrics(str(tmp_path))
   first, last = records[0]['train_loss'], records[-1]['train_loss']
-  # ln 8 = 2.08 is chance; a drop of 0.2 nats is far outside step-to-step noise.
-  assert last < first - 0.2, (first, last)
-  assert records[-1]['eval_accuracy'] > 0.2  # chance: 0.125
+  # Chance is ln 8 = 2.08 nats and 12.5%; this run reaches about 1.63 and 35%.
+  assert last < first - 0.3, (first, last)
+  assert records[-1]['eval_accuracy'] > 0.25
