@@ -51,6 +51,11 @@ def _check_inputs(name, query, key, value, key_mask, causal=False, chunk_size=No
     raise ValueError(f'{name}: chunk_size must be a positive int, got {chunk_size!r}')
 
 
+def _heads_first(x):
+  """[b, n, h, f] <-> [b, h, n, f]."""
+  return x.transpose(0, 2, 1, 3)
+
+
 def _upcast(*xs):
   """Inputs in the compute dtype: at least float32 (float64 stays float64)."""
   dtype = jnp.promote_types(jnp.result_type(*xs), jnp.float32)
@@ -169,53 +174,57 @@ def _causal_linear(qs, k, mask, v, chunk_size):
   out_i = sum_f qs_if · [sum_{j<=i} exp(k_jf) v_j] / [sum_{j<=i} exp(k_jf)]
 
   As in online softmax, the scan carries the running max m, the running sums
-  z = sum exp(k - m) and S = sum exp(k - m) v, and every position is normalised
-  by its own prefix max M_i, so its denominator is >= 1: no overflow and no 0/0.
-  Within a chunk the prefix sums are a masked C×C matmul with both sides shifted
-  by the chunk's max. If a key exceeds an earlier position's max by more than
-  _MAX_SHIFT, that factorisation would under/overflow, and the chunk takes an
-  exact pairwise C×C×d path instead (rare: it needs keys spread by > 40 nats).
-  Shifts carry no gradient: the output does not depend on them.
+  z = sum exp(k - m) and S = sum exp(k - m) v. Within a chunk everything is
+  shifted by the chunk's max m_c (>= m): the prefix sums are masked C×C matmuls
+  and every term is <= 1, so nothing overflows. A position whose keys so far all
+  lie more than _MAX_SHIFT below m_c (a later key in its chunk dwarfs them) would
+  get a denominator near underflow; then the chunk takes an exact pairwise
+  C×C×d path that normalises each position by its own prefix max (rare: it
+  needs keys spread by > 40 nats). Shifts carry no gradient: the output does
+  not depend on them.
   """
   n = k.shape[1]
   # Padding past n adds no key (k = _NEG, w = 0) and no query.
   xs = (_to_chunks(qs, chunk_size), _to_chunks(k, chunk_size, constant_values=_NEG),
-        _to_chunks(mask * jnp.ones_like(k), chunk_size), _to_chunks(v, chunk_size))
+        _to_chunks(mask * jnp.ones_like(k[..., :1]), chunk_size), _to_chunks(v, chunk_size))
   b, h, d = qs.shape[0], qs.shape[2], k.shape[-1]
   init = (jnp.full((b, h, d), _NEG, k.dtype), jnp.zeros((b, h, d), k.dtype),
           jnp.zeros((b, h, d, v.shape[-1]), k.dtype))
   tril = _tril(chunk_size)
+  prefix_sum = functools.partial(jnp.einsum, 'ij,bhjd->bhid', tril.astype(k.dtype))
 
   def body(carry, chunk):
     m_prev, z, s = carry
-    qs, k, w, v = chunk
-    big_m = lax.stop_gradient(jnp.maximum(m_prev[:, :, None], lax.cummax(k, axis=2)))
-    m_c = big_m[:, :, -1]
-    shift = m_c[:, :, None] - big_m  # >= 0; huge only where no real key exists yet
-    carried = jnp.exp(m_prev[:, :, None] - big_m)  # <= 1
-    b_ = w * jnp.exp(k - m_c[:, :, None])
+    qs, k, w, v = chunk  # w: [b, h, C, 1], 1 for a real key
+    m_c = lax.stop_gradient(jnp.maximum(m_prev, jnp.max(k, axis=2)))
+    decay = jnp.exp(m_prev - m_c)  # <= 1
+    b_ = w * jnp.exp(k - m_c[:, :, None])  # <= 1
 
-    def normalise(den_in_chunk):
-      den = den_in_chunk + carried * z[:, :, None]
-      return jnp.where(den > 0, qs / jnp.where(den > 0, den, 1.0), 0.0)
+    def safe_div(x, den):
+      return jnp.where(den > 0, x / jnp.where(den > 0, den, 1.0), 0.0)
+
+    den = prefix_sum(b_) + (decay * z)[:, :, None]  # shifted by m_c
 
     def factorised():
-      up = jnp.exp(jnp.minimum(shift, _MAX_SHIFT))
-      qn = normalise(up * jnp.cumsum(b_, axis=2))
-      scores = jnp.einsum('bhid,bhjd->bhij', qn * up, b_)
-      return jnp.where(tril, scores, 0.0), qn
+      qn = safe_div(qs, den)
+      scores = jnp.einsum('bhid,bhjd->bhij', qn, b_)
+      return jnp.where(tril, scores, 0.0), qn * decay[:, :, None]
 
     def pairwise():
-      # e[i, j, f] = exp(k_jf - M_if) <= 1 for j <= i; clamped so j > i cannot overflow.
+      # M_i: each position's own prefix max; e[i, j, f] = exp(k_jf - M_if) <= 1
+      # for j <= i, clamped so that j > i cannot overflow.
+      big_m = lax.stop_gradient(jnp.maximum(m_prev[:, :, None], lax.cummax(k, axis=2)))
+      carried = jnp.exp(m_prev[:, :, None] - big_m)
       e = w[:, :, None] * jnp.exp(jnp.minimum(k[:, :, None] - big_m[:, :, :, None], 0.0))
       e = jnp.where(tril[..., None], e, 0.0)
-      qn = normalise(jnp.sum(e, axis=3))
-      return jnp.einsum('bhid,bhijd->bhij', qn, e), qn
+      qn = safe_div(qs, jnp.sum(e, axis=3) + carried * z[:, :, None])
+      return jnp.einsum('bhid,bhijd->bhij', qn, e), qn * carried
 
-    needs_exact = jnp.max(jnp.where(big_m > _NEG / 2, shift, 0.0)) > _MAX_SHIFT
-    scores, qn = lax.cond(needs_exact, pairwise, factorised)
-    out = jnp.einsum('bhcd,bhde->bhce', qn * carried, s) + jnp.einsum('bhij,bhje->bhie', scores, v)
-    decay = jnp.exp(m_prev - m_c)
+    # Some position has a real key so far, but a tiny denominator.
+    has_key = (prefix_sum(w) > 0) | (z[:, :, None, :1] > 0)
+    needs_exact = jnp.any(has_key & (den < math.exp(-_MAX_SHIFT)))
+    scores, q_carried = lax.cond(needs_exact, pairwise, factorised)
+    out = jnp.einsum('bhcd,bhde->bhce', q_carried, s) + jnp.einsum('bhij,bhje->bhie', scores, v)
     return (m_c, z * decay + jnp.sum(b_, axis=2),
             s * decay[..., None] + jnp.einsum('bhjd,bhje->bhde', b_, v)), out
 
@@ -239,10 +248,13 @@ def linear_attention(query, key, value, *, key_mask=None, causal=False, chunk_si
   if causal:
     return _causal_linear(qs, k, mask, v, chunk_size).astype(query.dtype)
   m = lax.stop_gradient(jnp.max(k, axis=1, keepdims=True))
-  e = mask * jnp.exp(k - m)
-  z = jnp.sum(e, axis=1)
-  kv = jnp.einsum('bnhd,bnhe->bhde', e, v) / jnp.where(z > 0, z, 1.0)[..., None]
-  return jnp.einsum('bnhd,bhde->bnhe', qs, kv).astype(query.dtype)
+  # Both contractions head-major: XLA:CPU's dots are several times slower with the
+  # heads axis between n and d (benchmarks/linear_variants.py); the transposes fuse
+  # into the elementwise ops that produce their inputs.
+  e = _heads_first(mask * jnp.exp(k - m))
+  z = jnp.sum(e, axis=2)
+  kv = jnp.einsum('bhnd,bhne->bhde', e, _heads_first(v)) / jnp.where(z > 0, z, 1.0)[..., None]
+  return _heads_first(jnp.einsum('bhnd,bhde->bhne', _heads_first(qs), kv)).astype(query.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=('causal', 'chunk_size'))
@@ -271,8 +283,9 @@ def elu_linear_attention(query, key, value, *, key_mask=None, causal=False, chun
 
     xs = tuple(_to_chunks(x, chunk_size) for x in (phi_q, phi_k, v1))
     num = _from_chunks(_scan_chunks(body, init, xs), n)
-  else:
-    num = jnp.einsum('bnhd,bhde->bnhe', phi_q, jnp.einsum('bnhd,bnhe->bhde', phi_k, v1))
+  else:  # head-major, as in linear_attention
+    phi_q, phi_k, v1 = _heads_first(phi_q), _heads_first(phi_k), _heads_first(v1)
+    num = _heads_first(jnp.einsum('bhnd,bhde->bhne', phi_q, jnp.einsum('bhnd,bhne->bhde', phi_k, v1)))
   den = num[..., -1:]
   out = jnp.where(den > 0, num[..., :-1] / jnp.where(den > 0, den, 1.0), 0.0)
   return out.astype(query.dtype)
