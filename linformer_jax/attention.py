@@ -223,7 +223,9 @@ def _causal_linear(qs, k, mask, v, chunk_size):
     # Some position has a real key so far, but a tiny denominator.
     has_key = (prefix_sum(w) > 0) | (z[:, :, None, :1] > 0)
     needs_exact = jnp.any(has_key & (den < math.exp(-_MAX_SHIFT)))
-    scores, q_carried = lax.cond(needs_exact, pairwise, factorised)
+    # Checkpointed, so that differentiating the cond does not save the unused
+    # pairwise branch's C×C×d residuals (zeros) for every chunk.
+    scores, q_carried = lax.cond(needs_exact, jax.checkpoint(pairwise), factorised)
     out = jnp.einsum('bhcd,bhde->bhce', q_carried, s) + jnp.einsum('bhij,bhje->bhie', scores, v)
     return (m_c, z * decay + jnp.sum(b_, axis=2),
             s * decay[..., None] + jnp.einsum('bhjd,bhje->bhde', b_, v)), out
