@@ -7,20 +7,12 @@ the same shared 2 CPU cores (load average ~10) the first 50 steps took 4.4 min
 (compilation included), so the full 800 steps take about an hour there; not
 run to the end. Use a GPU or TPU, or --config.num_train_steps.
 """
-import importlib.util
 import os
-
-
-def _base_config():
-  # Config files are loaded by path, not as a package: import the sibling by path.
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'image.py')
-  spec = importlib.util.spec_from_file_location('configs_image', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+import runpy
 
 
 def get_config():
-  config = _base_config()
+  # Config files are loaded by path, not as a package: run the sibling by path.
+  config = runpy.run_path(os.path.join(os.path.dirname(__file__), 'image.py'))['get_config']()
   config.image_size = 64              # 64 * 64 = 4096 pixel tokens
   return config

@@ -5,20 +5,12 @@ Run: python train.py --config=configs/mlm_linformer.py --workdir=./runs/mlm_linf
 Not measured end to end; the projections (k = config.model.linformer_k)
 keep the cost linear in seq_len, like the default.
 """
-import importlib.util
 import os
-
-
-def _base_config():
-  # Config files are loaded by path, not as a package: import the sibling by path.
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'mlm.py')
-  spec = importlib.util.spec_from_file_location('configs_mlm', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+import runpy
 
 
 def get_config():
-  config = _base_config()
+  # Config files are loaded by path, not as a package: run the sibling by path.
+  config = runpy.run_path(os.path.join(os.path.dirname(__file__), 'mlm.py'))['get_config']()
   config.model.attention = 'linformer'
   return config

@@ -1,6 +1,6 @@
 """Smoke tests of benchmarks/: the --quick runs produce complete, well-formed outputs.
 
-The three scripts run once, concurrently, into temporary folders (one module
+The scripts run once, concurrently, into temporary folders (one module
 fixture); no timing is asserted. The pure helpers (FLOP formulas, growth,
 targets, summaries, worker failure handling) are tested directly.
 """
@@ -21,13 +21,13 @@ import kernels  # pylint: disable=g-import-not-at-top,wrong-import-position
 import quality  # pylint: disable=g-import-not-at-top,wrong-import-position
 import train_throughput  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-SCRIPTS = ('kernels', 'train_throughput', 'quality')
+SCRIPTS = ('kernels', 'train_throughput', 'quality', 'dot_scaling')
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 
 @pytest.fixture(scope='module')
 def quick_runs(tmp_path_factory):
-  """{name: out dir} after `python benchmarks/<name>.py --quick --out <dir>` for all three."""
+  """{name: out dir} after `python benchmarks/<name>.py --quick --out <dir>` for each script."""
   env = dict(os.environ)
   # A test run's fake multi-device CPU would change what the scripts measure.
   env.pop('XLA_FLAGS', None)
@@ -138,6 +138,20 @@ def test_quality_quick(quick_runs):
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def test_dot_scaling_quick(quick_runs):
+  report, md = _load(quick_runs['dot_scaling'], 'dot_scaling')
+  assert report['benchmark'] == 'dot_scaling' and report['run'] == 'quick'
+  cores = len(os.sched_getaffinity(0))
+  assert sorted(int(c) for c in report['workers']) == sorted({1, cores})
+  assert [w['cores'] for w in report['workers'].values()] == sorted({1, cores})
+  assert [r['op'] for r in report['rows']] == [r['op'] for r in report['workers']['1']['rows']]
+  assert len(report['rows']) == 4
+  for row in report['rows']:
+    assert row['gflops_1_core'] > 0 and row[f'gflops_{cores}_cores'] > 0
+    assert row['scaling'] == pytest.approx(row[f'gflops_{cores}_cores'] / row['gflops_1_core'])
+  assert len(_table_rows(md, '# GFLOP/s')) == 4
 
 
 def test_flop_formulas():
