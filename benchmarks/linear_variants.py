@@ -38,8 +38,7 @@ from linformer_jax import attention  # pylint: disable=g-import-not-at-top,wrong
 _NEG = attention._NEG  # pylint: disable=protected-access
 
 
-def _heads_first(x):
-  return x.transpose(0, 2, 1, 3)
+_heads_first = attention._heads_first  # pylint: disable=protected-access
 
 
 def _linear(query, key, value, key_mask=None, *, kv_layout='bnhd', out_layout='bnhd',

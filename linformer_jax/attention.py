@@ -62,6 +62,11 @@ def _upcast(*xs):
   return tuple(x.astype(dtype) for x in xs)
 
 
+def _safe_div(x, den):
+  """x / den where den > 0, else 0 (a query with no allowed key); NaN-free gradients."""
+  return jnp.where(den > 0, x / jnp.where(den > 0, den, 1.0), 0.0)
+
+
 def _mask_as(key_mask, x):
   """[batch, kv_len, 1, 1] mask of real keys in x's dtype (all ones when no mask)."""
   if key_mask is None:
@@ -200,13 +205,10 @@ def _causal_linear(qs, k, mask, v, chunk_size):
     decay = jnp.exp(m_prev - m_c)  # <= 1
     b_ = w * jnp.exp(k - m_c[:, :, None])  # <= 1
 
-    def safe_div(x, den):
-      return jnp.where(den > 0, x / jnp.where(den > 0, den, 1.0), 0.0)
-
     den = prefix_sum(b_) + (decay * z)[:, :, None]  # shifted by m_c
 
     def factorised():
-      qn = safe_div(qs, den)
+      qn = _safe_div(qs, den)
       scores = jnp.einsum('bhid,bhjd->bhij', qn, b_)
       return jnp.where(tril, scores, 0.0), qn * decay[:, :, None]
 
@@ -217,7 +219,7 @@ def _causal_linear(qs, k, mask, v, chunk_size):
       carried = jnp.exp(m_prev[:, :, None] - big_m)
       e = w[:, :, None] * jnp.exp(jnp.minimum(k[:, :, None] - big_m[:, :, :, None], 0.0))
       e = jnp.where(tril[..., None], e, 0.0)
-      qn = safe_div(qs, jnp.sum(e, axis=3) + carried * z[:, :, None])
+      qn = _safe_div(qs, jnp.sum(e, axis=3) + carried * z[:, :, None])
       return jnp.einsum('bhid,bhijd->bhij', qn, e), qn * carried
 
     # Some position has a real key so far, but a tiny denominator.
@@ -288,9 +290,7 @@ def elu_linear_attention(query, key, value, *, key_mask=None, causal=False, chun
   else:  # head-major, as in linear_attention
     phi_q, phi_k, v1 = _heads_first(phi_q), _heads_first(phi_k), _heads_first(v1)
     num = _heads_first(jnp.einsum('bhnd,bhde->bhne', phi_q, jnp.einsum('bhnd,bhne->bhde', phi_k, v1)))
-  den = num[..., -1:]
-  out = jnp.where(den > 0, num[..., :-1] / jnp.where(den > 0, den, 1.0), 0.0)
-  return out.astype(query.dtype)
+  return _safe_div(num[..., :-1], num[..., -1:]).astype(query.dtype)
 
 
 KERNELS = {
