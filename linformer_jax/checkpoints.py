@@ -3,19 +3,30 @@
 The state is saved as host numpy arrays: orbax writes those from process 0
 only, and every process restores the same values. A checkpoint appears under
 its step's name only once it is complete, so a run killed while saving leaves
-the previous one as the latest.
+the previous one as the latest. One damaged afterwards (a truncated file, a
+missing _METADATA, an emptied folder) is skipped for the newest that restores.
 """
 import os
+import shutil
 
+from absl import logging
 import jax
 import orbax.checkpoint as ocp
+
+# Where restore_latest moves checkpoints newer than the one it restored but
+# unreadable (kept for inspection, never deleted): the run will save those
+# steps again, and orbax refuses to overwrite a step.
+UNRESTORABLE_DIR = 'unrestorable_checkpoints'
 
 
 def create_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
   """Keeps the last `keep` checkpoints; callers decide when to save."""
   return ocp.CheckpointManager(
       os.path.join(os.path.abspath(workdir), 'checkpoints'),
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+      # Fixed, rather than guessed from the folders: orbax would take an empty
+      # step folder for a multi-item checkpoint and then restore none.
+      item_handlers=ocp.StandardCheckpointHandler())
 
 
 def save(manager: ocp.CheckpointManager, step: int, state) -> None:
@@ -23,17 +34,62 @@ def save(manager: ocp.CheckpointManager, step: int, state) -> None:
   manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state):
+def restore_latest(manager: ocp.CheckpointManager, abstract_state, *, move_unrestorable=True):
   """(state as host numpy arrays, its step), or (None, 0) when there is no checkpoint.
+
+  Tries the checkpoints newest first. Those that fail are logged as warnings;
+  once an older one restores, the failed newer ones are moved (by process 0,
+  if `move_unrestorable`) to workdir/unrestorable_checkpoints/. If none
+  restores, raises ValueError naming the folder and moves nothing: the cause
+  may be the code or config rather than the files.
 
   abstract_state: the state's tree of jax.ShapeDtypeStruct (`jax.eval_shape`).
   """
-  step = manager.latest_step()
-  if step is None:
-    return None, 0
   # Restored onto one local device, then fetched: every process gets the values.
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                         abstract_state)
-  state = manager.restore(step, args=ocp.args.StandardRestore(target))
-  return jax.device_get(state), step
+  failed = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      state = manager.restore(step, args=ocp.args.StandardRestore(target))
+    except Exception as e:  # pylint: disable=broad-except (orbax and TensorStore raise many types)
+      reason = _first_line(e)
+      logging.warning('Cannot restore the checkpoint %s (%s); trying an older one.',
+                      os.path.join(manager.directory, str(step)), reason)
+      failed.append((step, reason))
+      continue
+    if failed and move_unrestorable:
+      _move_aside(manager, [s for s, _ in failed])
+    return jax.device_get(state), step
+  if failed:
+    raise ValueError(
+        f'No checkpoint in {manager.directory} can be restored (steps '
+        f'{", ".join(str(s) for s, _ in failed)}; the newest failed with {failed[0][1]}). '
+        f'If the files are damaged, move that folder away to start from step 0; if the code '
+        f'or config changed, run it with a new --workdir.')
+  return None, 0
+
+
+def _first_line(error):
+  # Orbax and TensorStore errors can run to pages; their first line says what.
+  text = str(error).strip()
+  return f'{type(error).__name__}: {text.splitlines()[0][:300]}' if text else type(error).__name__
+
+
+def _move_aside(manager, steps):
+  if jax.process_index() != 0:
+    return
+  root = os.path.dirname(str(manager.directory))
+  for step in steps:
+    source = os.path.join(manager.directory, str(step))
+    dest = os.path.join(root, UNRESTORABLE_DIR, str(step))
+    n = 1
+    while os.path.exists(dest):
+      dest = os.path.join(root, UNRESTORABLE_DIR, f'{step}.{n}')
+      n += 1
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    shutil.move(source, dest)
+    logging.warning('Moved the unrestorable checkpoint %s to %s (kept, not deleted).', source,
+                    dest)
+  manager.reload()  # It lists the steps once; the moved ones are gone.

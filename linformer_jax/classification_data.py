@@ -355,3 +355,25 @@ def create_datasets(config, *, start_step=0, process_index=0, process_count=1):
       for i in range(config.num_eval_batches)
   ]
   return _train_batches(convert, train, size, config.seed, start_step, rows), eval_batches
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+def baselines(config) -> dict:
+  """Chance and majority-class scores on the eval set (the examples eval_batches hold).
+
+  'baseline_chance_loss' ln(num_classes) and 'baseline_chance_accuracy'
+  1/num_classes: a uniform guess. 'baseline_majority_accuracy': always
+  answering the most frequent class of the training split. Loads the splits
+  as create_datasets does (cached: it reuses them); O(examples).
+  """
+  check_config(config)
+  train, evals = _splits(config)
+  num_classes = _NUM_CLASSES[config.dataset]
+  count = config.num_eval_batches * config.batch_size or len(evals.labels)
+  eval_labels = evals.labels[np.arange(count) % len(evals.labels)]
+  majority = np.bincount(train.labels, minlength=num_classes).argmax()
+  return {'baseline_chance_loss': float(np.log(num_classes)),
+          'baseline_chance_accuracy': 1.0 / num_classes,
+          'baseline_majority_accuracy': float(np.mean(eval_labels == majority))}

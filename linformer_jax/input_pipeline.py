@@ -72,12 +72,37 @@ def check_config(config) -> None:
     raise ValueError(f'config.batch_size={config.batch_size} must be >= 1.')
   if config.get('num_eval_batches', 0) < 0:
     raise ValueError(f'config.num_eval_batches={config.num_eval_batches} must be >= 0.')
-  pattern = config.get('text_files')
+  pattern = _text_files(config)
   if pattern:
-    if not _glob(pattern):
-      raise ValueError(f'config.text_files={pattern!r} matches no files.')
+    _matched_files(pattern)
     return
-  _checked_builder(config.dataset, config.get('data_dir'), config.get('text_key', 'text'))
+  _checked_builder(config.dataset, _data_dir(config), config.get('text_key', 'text'))
+
+
+def _text_files(config) -> str:
+  # The shell leaves `~` alone after `--config.text_files=`.
+  return os.path.expanduser(config.get('text_files') or '')
+
+
+def _data_dir(config) -> str | None:
+  data_dir = config.get('data_dir')
+  return os.path.expanduser(data_dir) if data_dir else data_dir
+
+
+def _matched_files(pattern: str) -> list[str]:
+  """The files `pattern` matches, or ValueError: none, a directory, or all empty."""
+  files = _glob(pattern)
+  if not files:
+    raise ValueError(f'config.text_files={pattern!r} matches no files.')
+  if '://' not in pattern:  # Cheap local checks; remote files fail when read.
+    dirs = [f for f in files if os.path.isdir(f)]
+    if dirs:
+      raise ValueError(f'config.text_files={pattern!r} matches directories {dirs[:3]}; it must '
+                       f'match text files only, e.g. {os.path.join(dirs[0], "*.txt")!r}.')
+    if not any(os.path.getsize(f) for f in files):
+      raise ValueError(f'config.text_files={pattern!r}: all {len(files)} matched files are '
+                       f'empty.')
+  return files
 
 
 def _checked_builder(name: str, data_dir: str | None, text_key: str):
@@ -183,9 +208,7 @@ def _text_file_rows(pattern: str, split: str, seq_len: int, max_sequences: int) 
   picks none or all, the last file is validation. A single file is split by
   rows instead: the last ~5% (at least one) are validation.
   """
-  files = _glob(pattern)
-  if not files:
-    raise ValueError(f'config.text_files={pattern!r} matches no files.')
+  files = _matched_files(pattern)
   if len(files) == 1:
     rows = pack([_read(files[0])], seq_len)
     if len(rows) < 2:
@@ -198,7 +221,13 @@ def _text_file_rows(pattern: str, split: str, seq_len: int, max_sequences: int) 
   if not val or len(val) == len(files):
     val = files[-1:]
   chosen = val if split == 'validation' else [f for f in files if f not in set(val)]
-  return pack((_read(f) for f in chosen), seq_len, max_sequences)
+  rows = pack((_read(f) for f in chosen), seq_len, max_sequences)
+  if not len(rows):
+    raise ValueError(f'config.text_files={pattern!r}: the {split} files hold no text: '
+                     f'{chosen[:3]}{" ..." if len(chosen) > 3 else ""}. Of several files, '
+                     f'those named by stdlib_corpus.is_validation (else the last) are '
+                     f'validation.')
+  return rows
 
 
 def _tfds_documents(builder, split: str, text_key: str) -> Iterator[bytes]:
@@ -232,18 +261,23 @@ def _rows(source: tuple, split: str, seq_len: int, max_sequences: int) -> np.nda
       builder = stdlib_corpus.prepare(data_dir)
     tfds_split = _tfds_split(builder, split)
     rows = pack(_tfds_documents(builder, tfds_split, text_key), seq_len, max_sequences)
-  if not len(rows):
-    raise ValueError(f'{source}: split {split!r} has no text.')
+    if not len(rows):
+      raise ValueError(f'TFDS dataset {name!r} in data_dir={data_dir!r}: split {tfds_split!r} '
+                       f'has no text under key {text_key!r}.')
   logging.info('%s %s: %d rows of %d tokens (cap %d).', source, split, len(rows), seq_len,
                max_sequences)
   rows.setflags(write=False)  # Shared by every caller through the cache.
   return rows
 
 
+def _max_train_sequences(config) -> int:
+  return config.get('max_train_sequences') or max(1, DEFAULT_MAX_TRAIN_TOKENS // config.seq_len)
+
+
 def _source(config) -> tuple:
   if config.get('text_files'):
-    return ('files', config.text_files)
-  return ('tfds', config.dataset, config.get('data_dir'), config.get('text_key', 'text'))
+    return ('files', _text_files(config))
+  return ('tfds', config.dataset, _data_dir(config), config.get('text_key', 'text'))
 
 
 # ----------------------------------------------------------------------------
@@ -257,8 +291,7 @@ def _draws(rng: np.random.Generator, shape) -> tuple[np.ndarray, ...]:
 
 def _apply_mask(tokens: np.ndarray, draws, mask_rate: float) -> Batch:
   select_u, action_u, random_bytes = draws
-  real = (tokens != PAD_ID) & (tokens != CLS_ID)
-  selected = real & (select_u < mask_rate)
+  selected = (tokens < 256) & (select_u < mask_rate)  # Bytes only: never PAD, CLS or EOS.
   inputs = np.where(selected & (action_u < 0.8), MASK_ID, tokens)
   inputs = np.where(selected & (action_u >= 0.8) & (action_u < 0.9), random_bytes, inputs)
   return {
@@ -271,7 +304,7 @@ def _apply_mask(tokens: np.ndarray, draws, mask_rate: float) -> Batch:
 def mask_tokens(tokens: np.ndarray, rng: np.random.Generator, mask_rate: float) -> Batch:
   """BERT masking of token rows [b, n] -> {'inputs', 'targets', 'weights'}, each [b, n].
 
-  Each real token (not PAD, not CLS) is selected with probability `mask_rate`;
+  Each byte token (0..255; not PAD, CLS or EOS) is selected with probability `mask_rate`;
   a selected token becomes MASK 80% of the time, a uniform random byte 10%,
   and stays unchanged 10%. `weights` is 1.0 exactly on the selected tokens.
   """
@@ -306,7 +339,7 @@ def create_datasets(config, *, start_step: int = 0, process_index: int = 0,
   seq_len, global_batch = config.seq_len, config.batch_size
   local = batching.process_slice(global_batch, process_index, process_count)
   source = _source(config)
-  max_train = config.get('max_train_sequences') or max(1, DEFAULT_MAX_TRAIN_TOKENS // seq_len)
+  max_train = _max_train_sequences(config)
   num_eval_batches = config.get('num_eval_batches', 0)
   train_rows = _rows(source, 'train', seq_len, max_train)
 
@@ -327,3 +360,42 @@ def create_datasets(config, *, start_step: int = 0, process_index: int = 0,
       step += 1
 
   return train_iter(), eval_batches
+
+
+# ----------------------------------------------------------------------------
+# Baselines.
+
+
+def byte_entropies(train_rows: np.ndarray, eval_rows: np.ndarray) -> dict:
+  """Cross-entropies (nats per byte) of eval_rows' bytes under train_rows' byte statistics.
+
+  Every byte token (0..255: the tokens masking may select) of `eval_rows`
+  [m, n] is scored by a unigram model p(x) and a previous-token bigram model
+  p(x | token before x: a byte, CLS or EOS), both counted over `train_rows`
+  [r, n] with add-one (Laplace) smoothing over the 256 byte values. O(r n).
+  Returns {'baseline_unigram_loss', 'baseline_bigram_loss'}.
+  """
+  def pairs(rows):
+    prev, cur = rows[:, :-1].astype(np.int64).ravel(), rows[:, 1:].astype(np.int64).ravel()
+    keep = cur < 256
+    return prev[keep], cur[keep]
+
+  prev, cur = pairs(train_rows)
+  unigram = np.bincount(cur, minlength=256).astype(np.float64)
+  bigram = np.bincount(prev * 256 + cur, minlength=VOCAB_SIZE * 256).reshape(VOCAB_SIZE, 256)
+  log_unigram = np.log((unigram + 1) / (unigram.sum() + 256))
+  log_bigram = np.log((bigram + 1) / (bigram.sum(axis=1, keepdims=True) + 256))
+  prev, cur = pairs(eval_rows)
+  return {'baseline_unigram_loss': float(-log_unigram[cur].mean()),
+          'baseline_bigram_loss': float(-log_bigram[prev, cur].mean())}
+
+
+def baselines(config) -> dict:
+  """`byte_entropies` of the validation split under the training rows' statistics.
+
+  Both splits are read as create_datasets reads them, capped at the training
+  cap (cached: the train rows are reused), so a data problem raises here.
+  """
+  source, max_rows = _source(config), _max_train_sequences(config)
+  return byte_entropies(_rows(source, 'train', config.seq_len, max_rows),
+                        _rows(source, 'validation', config.seq_len, max_rows))

@@ -9,7 +9,7 @@ import os
 from absl import logging
 
 METRICS_FILE = 'metrics.jsonl'
-# The console line shows these; the files get everything.
+# The console line shows these, and every 'baseline_*' (step 0); the files get everything.
 CONSOLE_METRICS = ('train_loss', 'train_accuracy', 'eval_loss', 'eval_accuracy', 'learning_rate',
                    'steps_per_sec')
 
@@ -46,7 +46,7 @@ class MetricWriter:
       self._tb = Writer(os.path.join(workdir, 'tensorboard'))
 
   def truncate(self, step: int) -> None:
-    """Drops records after `step` from metrics.jsonl.
+    """Drops records after `step` from metrics.jsonl (all of them for step -1).
 
     A resumed run restarts at its checkpoint's step and writes those steps
     again; without this, the file would hold them twice (TensorBoard itself
@@ -72,8 +72,9 @@ class MetricWriter:
     self._tb.flush()
     with open(os.path.join(self._workdir, METRICS_FILE), 'a') as f:
       f.write(json.dumps({'step': int(step), **scalars}) + '\n')
-    logging.info('step %d: %s', step, ', '.join(
-        f'{k} {_fmt(scalars[k])}' for k in CONSOLE_METRICS if k in scalars))
+    shown = [k for k in scalars if k.startswith('baseline_')] + [
+        k for k in CONSOLE_METRICS if k in scalars]
+    logging.info('step %d: %s', step, ', '.join(f'{k} {_fmt(scalars[k])}' for k in shown))
 
   def close(self) -> None:
     if self._tb is not None:

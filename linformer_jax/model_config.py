@@ -4,6 +4,7 @@ import dataclasses
 ATTENTIONS = ('softmax', 'linformer', 'linear', 'elu_linear')
 LINFORMER_SHARING = ('none', 'headwise', 'key-value', 'layerwise')
 POOLINGS = ('mean', 'cls')
+DTYPES = ('float32', 'bfloat16', 'float16')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +30,7 @@ class ModelConfig:
   linformer_sharing: str = 'headwise'  # one of LINFORMER_SHARING
   num_classes: int = 0            # > 0: classification head instead of the MLM head
   pooling: str = 'mean'           # classification pooling, one of POOLINGS
-  dtype: str = 'float32'          # activation dtype, e.g. 'bfloat16'
+  dtype: str = 'float32'          # activation dtype, one of DTYPES
 
   def __post_init__(self):
     def check(ok, msg):
@@ -39,6 +40,7 @@ class ModelConfig:
     check(self.linformer_sharing in LINFORMER_SHARING,
           f'unknown linformer_sharing {self.linformer_sharing!r}; valid: {LINFORMER_SHARING}')
     check(self.pooling in POOLINGS, f'unknown pooling {self.pooling!r}; valid: {POOLINGS}')
+    check(self.dtype in DTYPES, f'unknown dtype {self.dtype!r}; valid: {DTYPES}')
     check((self.vocab_size > 0) != (self.feature_dim > 0),
           f'exactly one of vocab_size ({self.vocab_size}) and feature_dim ({self.feature_dim}) must be > 0')
     check(self.emb_dim % self.num_heads == 0,

@@ -1,11 +1,14 @@
 """Training library: `train_and_evaluate` and the pure step functions it pmaps.
 
-The loop reads top to bottom: validate, task (model and data module), state
-(restored if there is a checkpoint), writer, data from that step on, loop.
+The loop reads top to bottom: validate, task (model and data module), data
+(read once to check it and to compute baselines), workdir (its stored config
+compared, then locked), state (restored if there is a checkpoint), writer, data
+from that step on, loop.
 Every batch and every dropout key is a pure function of (config.seed, step),
 so the checkpoint's step is all a resumed run needs to continue exactly where
 an uninterrupted run would be.
 """
+import contextlib
 import functools
 import os
 import time
@@ -20,6 +23,7 @@ from absl import logging
 
 from linformer_jax import checkpoints
 from linformer_jax import parallel
+from linformer_jax import workdir as workdir_lib
 from linformer_jax.metrics import MetricWriter
 from linformer_jax.tasks import TASKS, Task  # pylint: disable=unused-import (train.Task: API)
 
@@ -142,6 +146,19 @@ def _check_config(config):
       raise ValueError(f'config.{name} must be positive, got {config[name]}')
 
 
+# Path settings: the shell leaves `~` alone after `--config.data_dir=`.
+PATH_KEYS = ('data_dir', 'text_files')
+
+
+def _expand_paths(config):
+  """A copy of `config` with `~` expanded in PATH_KEYS."""
+  config = config.copy_and_resolve_references()
+  for name in PATH_KEYS:
+    if config.get(name):
+      config[name] = os.path.expanduser(config[name])
+  return config
+
+
 def _check_workdir(workdir):
   """Creates workdir and proves it writable, touching nothing already there."""
   probe = os.path.join(workdir, f'.write_test_{parallel.process_index()}')
@@ -196,13 +213,16 @@ def train_and_evaluate(config, workdir: str, *, num_devices: int | None = None,
                        stop_after_step: int | None = None) -> TrainState:
   """Trains `config.task`, evaluating, logging and checkpointing into `workdir`.
 
-  Resumes from the latest checkpoint in workdir/checkpoints; a finished run
-  just reports that it is done. Every bad input raises ValueError before any
-  data is read or anything compiled, leaving workdir as it was.
+  Resumes from the latest checkpoint in workdir/checkpoints that restores; a
+  finished run just reports that it is done. Every bad input (config, data, a
+  config that differs from the one stored in workdir) raises ValueError before
+  anything is compiled or written, leaving workdir as it was; a workdir in use
+  by another run raises RuntimeError.
 
   Args:
-    config: a config like configs/mlm.py's.
-    workdir: where checkpoints/, tensorboard/ and metrics.jsonl go.
+    config: a config like configs/mlm.py's. `~` in data_dir and text_files is
+      expanded (in a copy).
+    workdir: where config.json, checkpoints/, tensorboard/ and metrics.jsonl go.
     num_devices: train on the first `num_devices` local devices (None: all);
       single-process runs only.
     stop_after_step: end this run early after that step, with a checkpoint, as
@@ -213,82 +233,98 @@ def train_and_evaluate(config, workdir: str, *, num_devices: int | None = None,
   """
   if config.distributed:
     parallel.initialize_distributed()
+  config, workdir = _expand_paths(config), os.path.expanduser(workdir)
   _check_config(config)
   devices = parallel.local_devices(num_devices)
   parallel.check_batch_size(config.batch_size, devices)
   task = TASKS[config.task](config)
+  # Reads the data (cached for create_datasets): bad data stops the run here.
+  baselines = task.data.baselines(config)
+  changes = workdir_lib.check_config(workdir, config)
   _check_workdir(workdir)
   is_chief = parallel.process_index() == 0
+  with workdir_lib.lock(workdir, enabled=is_chief):
+    return _train(config, workdir, task, devices, baselines, changes, stop_after_step)
 
+
+def _train(config, workdir, task, devices, baselines, changes, stop_after_step):
+  """train_and_evaluate once the inputs are checked and workdir is locked."""
+  is_chief = parallel.process_index() == 0
   schedule = learning_rate_schedule(config)
   tx = create_optimizer(config, schedule)
   init = functools.partial(create_state, jax.random.PRNGKey(config.seed), task, tx)
-  manager = checkpoints.create_manager(workdir, config.keep_checkpoints)
-  state, start_step = checkpoints.restore_latest(manager, jax.eval_shape(init))
   last_step = config.num_train_steps
   if stop_after_step is not None:
     last_step = min(last_step, stop_after_step)
-  if start_step >= last_step:
-    logging.info('Nothing to do: the checkpoint in %s is at step %d (run ends at step %d).',
-                 manager.directory, start_step, last_step)
-    manager.close()
-    return state if state is not None else jax.device_get(jax.jit(init)())
-  if state is None:
-    state = jax.device_get(jax.jit(init)())
-  else:
-    logging.info('Resuming from the checkpoint at step %d.', start_step)
+  with contextlib.ExitStack() as cleanup:  # Closes manager and writer however we leave.
+    manager = checkpoints.create_manager(workdir, config.keep_checkpoints)
+    cleanup.callback(manager.close)
+    state, start_step = checkpoints.restore_latest(manager, jax.eval_shape(init))
+    if is_chief:
+      workdir_lib.record_config(workdir, config, changes, start_step)
+    if start_step >= last_step:
+      logging.info('Nothing to do: the checkpoint in %s is at step %d (run ends at step %d).',
+                   manager.directory, start_step, last_step)
+      return state if state is not None else jax.device_get(jax.jit(init)())
+    if state is None:
+      state = jax.device_get(jax.jit(init)())
+    else:
+      logging.info('Resuming from the checkpoint at step %d.', start_step)
 
-  writer = MetricWriter(workdir, enabled=is_chief)
-  writer.truncate(start_step)
-  train_iter, eval_batches = task.data.create_datasets(
-      config, start_step=start_step, process_index=parallel.process_index(),
-      process_count=parallel.process_count())
-  p_train = parallel.pmap_train_step(
-      functools.partial(train_step, model=task.model, tx=tx, schedule=schedule,
-                        targets=task.targets), devices)
-  p_eval = parallel.pmap_eval_step(
-      functools.partial(eval_step, model=task.model, targets=task.targets), devices)
-  rng = parallel.replicate(jax.random.PRNGKey(config.seed), devices)
-  pstate = parallel.replicate(state, devices)
-  tokens_per_step = config.batch_size * task.input_spec.shape[1]
+    writer = MetricWriter(workdir, enabled=is_chief)
+    cleanup.callback(writer.close)
+    if start_step == 0:
+      writer.truncate(-1)  # Whatever is there comes from a run that saved no checkpoint.
+      writer.write(0, baselines)  # The console line shows them too.
+    else:
+      writer.truncate(start_step)  # Keeps the baselines, at step 0.
+      logging.info('Baselines: %s', ', '.join(f'{k} {v:.4g}' for k, v in baselines.items()))
+    train_iter, eval_batches = task.data.create_datasets(
+        config, start_step=start_step, process_index=parallel.process_index(),
+        process_count=parallel.process_count())
+    p_train = parallel.pmap_train_step(
+        functools.partial(train_step, model=task.model, tx=tx, schedule=schedule,
+                          targets=task.targets), devices)
+    p_eval = parallel.pmap_eval_step(
+        functools.partial(eval_step, model=task.model, targets=task.targets), devices)
+    rng = parallel.replicate(jax.random.PRNGKey(config.seed), devices)
+    pstate = parallel.replicate(state, devices)
+    tokens_per_step = config.batch_size * task.input_spec.shape[1]
 
-  logging.info('Training steps %d..%d of %d on %d devices (%d processes).', start_step + 1,
-               last_step, config.num_train_steps, len(devices) * parallel.process_count(),
-               parallel.process_count())
-  history = []  # Per-step metrics (on device) since the last summary.
-  timer = (time.time(), start_step)
-  try:
-    for step in range(start_step + 1, last_step + 1):  # step: updates done after this one
-      pstate, metrics = p_train(pstate, parallel.shard(next(train_iter), devices), rng)
-      history.append(metrics)
-      if step == start_step + 1:
-        jax.block_until_ready(metrics)
-        timer = (time.time(), step)  # Compilation is not throughput.
-      save = _is_due(step, config.checkpoint_every_steps, last_step)
-      scalars = {}
-      # Summaries also close at every checkpoint: a run resumed there then
-      # averages over the same windows as one never stopped, and no
-      # non-finite state is saved unnoticed.
-      if save or _is_due(step, config.log_every_steps, last_step):
-        scalars.update(_summarize_train(history, step - len(history) + 1))
-        history = []
-        seconds, steps = time.time() - timer[0], step - timer[1]
-        if steps:
-          scalars.update(steps_per_sec=steps / seconds,
-                         tokens_per_sec=steps * tokens_per_step / seconds)
-        timer = (time.time(), step)
-      if eval_batches and _is_due(step, config.eval_every_steps, config.num_train_steps):
-        scalars.update(_evaluate(p_eval, pstate.params, eval_batches, devices))
-        timer = (time.time(), step)  # Nor is evaluation.
-      if scalars:
-        writer.write(step, scalars)
-      if save:
-        checkpoints.save(manager, step, parallel.unreplicate(pstate))
-  except FloatingPointError as e:
-    manager.wait_until_finished()
-    raise FloatingPointError(f'{e}; stopping. The last good checkpoint (step '
-                             f'{manager.latest_step()}) in {manager.directory} is intact.') from e
-  finally:
-    manager.close()
-    writer.close()
+    logging.info('Training steps %d..%d of %d on %d devices (%d processes).', start_step + 1,
+                 last_step, config.num_train_steps, len(devices) * parallel.process_count(),
+                 parallel.process_count())
+    history = []  # Per-step metrics (on device) since the last summary.
+    timer = (time.time(), start_step)
+    try:
+      for step in range(start_step + 1, last_step + 1):  # step: updates done after this one
+        pstate, metrics = p_train(pstate, parallel.shard(next(train_iter), devices), rng)
+        history.append(metrics)
+        if step == start_step + 1:
+          jax.block_until_ready(metrics)
+          timer = (time.time(), step)  # Compilation is not throughput.
+        save = _is_due(step, config.checkpoint_every_steps, last_step)
+        scalars = {}
+        # Summaries also close at every checkpoint: a run resumed there then
+        # averages over the same windows as one never stopped, and no
+        # non-finite state is saved unnoticed.
+        if save or _is_due(step, config.log_every_steps, last_step):
+          scalars.update(_summarize_train(history, step - len(history) + 1))
+          history = []
+          seconds, steps = time.time() - timer[0], step - timer[1]
+          if steps:
+            scalars.update(steps_per_sec=steps / seconds,
+                           tokens_per_sec=steps * tokens_per_step / seconds)
+          timer = (time.time(), step)
+        if eval_batches and _is_due(step, config.eval_every_steps, config.num_train_steps):
+          scalars.update(_evaluate(p_eval, pstate.params, eval_batches, devices))
+          timer = (time.time(), step)  # Nor is evaluation.
+        if scalars:
+          writer.write(step, scalars)
+        if save:
+          checkpoints.save(manager, step, parallel.unreplicate(pstate))
+    except FloatingPointError as e:
+      manager.wait_until_finished()
+      raise FloatingPointError(f'{e}; stopping. The last good checkpoint (step '
+                               f'{manager.latest_step()}) in {manager.directory} is intact.') from e
   return parallel.unreplicate(pstate)

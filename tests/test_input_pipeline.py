@@ -1,6 +1,4 @@
 """Masked-LM input pipeline: packing, masking statistics, resume and sharding contracts."""
-import time
-
 import ml_collections
 import numpy as np
 import pytest
@@ -41,8 +39,7 @@ def _assert_batches_equal(a, b):
 
 def _assert_mlm_invariants(batch):
   inputs, targets, weights = batch['inputs'], batch['targets'], batch['weights']
-  special = (targets == ip.PAD_ID) | (targets == ip.CLS_ID)
-  assert not weights[special].any(), 'PAD or CLS selected for prediction'
+  assert not weights[targets >= 256].any(), 'a special token selected for prediction'
   np.testing.assert_array_equal(inputs[weights == 0], targets[weights == 0])
   assert (targets[:, 0] == ip.CLS_ID).all()
   assert ((0 <= targets) & (targets < ip.VOCAB_SIZE)).all()
@@ -225,10 +222,93 @@ def test_check_config_errors(overrides, match, tmp_path):
     ip.check_config(_config(data_dir=str(tmp_path), **overrides))
 
 
-def test_check_config_unprepared_tfds_dataset_fails_fast(tmp_path):
-  start = time.monotonic()
+def test_check_config_unprepared_tfds_dataset(tmp_path):
   with pytest.raises(ValueError, match=r"'lm1b' is not prepared") as error:
     ip.check_config(_config(dataset='lm1b', data_dir=str(tmp_path)))
-  assert time.monotonic() - start < 10
   assert str(tmp_path) in str(error.value)
   assert f'tfds build lm1b --data_dir={tmp_path}' in str(error.value)
+
+
+def test_special_tokens_are_never_masked():
+  tokens = np.array([[ip.CLS_ID, 65, ip.EOS_ID, 66, ip.EOS_ID, ip.PAD_ID]] * 2000)
+  batch = ip.mask_tokens(tokens, np.random.default_rng(0), mask_rate=0.5)
+  selected = batch['weights'] > 0
+  assert not selected[:, [0, 2, 4, 5]].any()
+  np.testing.assert_array_equal(batch['inputs'][:, [0, 2, 4, 5]], tokens[:, [0, 2, 4, 5]])
+  assert 0.45 < selected[:, [1, 3]].mean() < 0.55  # The bytes still are, at mask_rate.
+
+
+def test_byte_entropies_exact_on_a_hand_made_corpus():
+  a, b, c = ord('a'), ord('b'), ord('c')
+  train = np.array([[ip.CLS_ID, a, b, a, b, ip.EOS_ID, ip.PAD_ID]])
+  evals = np.array([[ip.CLS_ID, a, b, c, ip.PAD_ID, ip.PAD_ID, ip.PAD_ID]])
+  # Train bytes: a 2, b 2 (N = 4). Pairs ending in a byte: CLS->a 1, a->b 2, b->a 1
+  # (b->EOS predicts no byte). Add-one: p(x | prev) = (n(prev, x) + 1) / (n(prev) + 256).
+  unigram = -np.mean(np.log([3 / 260, 3 / 260, 1 / 260]))
+  bigram = -np.mean(np.log([2 / 257, 3 / 258, 1 / 257]))  # CLS->a, a->b, b->c
+  got = ip.byte_entropies(train, evals)
+  np.testing.assert_allclose(got['baseline_unigram_loss'], unigram, rtol=1e-12)
+  np.testing.assert_allclose(got['baseline_bigram_loss'], bigram, rtol=1e-12)
+
+
+def test_byte_entropies_of_known_sources():
+  rng = np.random.default_rng(0)
+  def rows(stream):
+    return np.concatenate([np.full((len(stream) // 99, 1), ip.CLS_ID),
+                           stream[:len(stream) // 99 * 99].reshape(-1, 99)], axis=1)
+  iid = rng.integers(0, 4, 400_000) + ord('a')  # Uniform over 4 bytes: both are ln 4.
+  got = ip.byte_entropies(rows(iid[:300_000]), rows(iid[300_000:]))
+  # Add-one smoothing costs ln(1 + 256 / n) ~ 0.003 nats with n ~ 75000 per context.
+  np.testing.assert_allclose(list(got.values()), [np.log(4)] * 2, atol=1e-2)
+  cycle = np.tile(np.arange(4) + ord('a'), 100_000)  # abcdabcd...: the previous byte decides.
+  got = ip.byte_entropies(rows(cycle[:300_000]), rows(cycle[300_000:]))
+  np.testing.assert_allclose(got['baseline_unigram_loss'], np.log(4), atol=2e-3)
+  assert got['baseline_bigram_loss'] < 0.01
+
+
+def test_baselines_of_the_default_corpus(data_dir):
+  # The figures issue 12 reported for seq_len 1024.
+  got = ip.baselines(_config(data_dir=data_dir, seq_len=1024))
+  np.testing.assert_allclose(got['baseline_unigram_loss'], 3.34, atol=0.005)
+  np.testing.assert_allclose(got['baseline_bigram_loss'], 2.65, atol=0.005)
+
+
+def _write(directory, files):
+  directory.mkdir(exist_ok=True)
+  for name, text in files.items():
+    (directory / name).write_text(text)
+  return str(directory / '*')
+
+
+@pytest.mark.parametrize('files, match', [
+    ({'a.txt': '', 'b.txt': ''}, r'all 2 matched files are empty'),
+    ({'a.txt': 'short'}, r'fills 1 row\(s\) of seq_len=64; need at least 2'),
+    ({'sub/': None, 'a.txt': 'x' * 500}, r'matches directories \[.*sub.*\]; it must match text files'),
+])
+def test_bad_text_files(tmp_path, files, match):
+  for name, text in files.items():
+    if text is None:
+      (tmp_path / name).mkdir()
+  pattern = _write(tmp_path, {k: v for k, v in files.items() if v is not None})
+  with pytest.raises(ValueError, match=match):
+    ip.baselines(_config(text_files=pattern, seq_len=64))
+
+
+def test_empty_validation_files(tmp_path):
+  files = {f'doc{i}.txt': 'some text ' * 50 for i in range(30)}
+  val = [n for n in files if ip.stdlib_corpus.is_validation(n)]
+  assert val, 'no validation file among these names; pick others'
+  files.update({n: '' for n in val})
+  pattern = _write(tmp_path, files)
+  with pytest.raises(ValueError, match=r'the validation files hold no text'):
+    ip.baselines(_config(text_files=pattern, seq_len=64))
+
+
+def test_tilde_is_expanded(tmp_path, monkeypatch):
+  monkeypatch.setenv('HOME', str(tmp_path))
+  _write(tmp_path / 'notes', {'a.txt': 'hello world ' * 100})
+  config = _config(text_files='~/notes/*.txt', data_dir='~/tfds', seq_len=64)
+  assert ip._source(config) == ('files', str(tmp_path / 'notes' / '*.txt'))
+  assert ip._source(_config(data_dir='~/tfds'))[2] == str(tmp_path / 'tfds')
+  train_iter, _ = ip.create_datasets(config)
+  assert next(train_iter)['inputs'].shape == (BATCH, 64)
