@@ -2,7 +2,6 @@
 import importlib.resources
 import statistics
 import sys
-import time
 
 from ml_collections import ConfigDict
 import numpy as np
@@ -193,11 +192,6 @@ def test_listops_labels_and_lengths(min_len, max_len, num):
     assert _depth(row[1:length]) <= 10
 
 
-def test_listops_generation_is_fast():
-  start = time.time()
-  sd.generate_listops(1000, 0)
-  assert time.time() - start < 10  # About 0.5 s on 2 cores.
-
 
 # ----------------------------------------------------------------------------- resume and shards
 
@@ -309,10 +303,8 @@ def test_check_config_errors(overrides, match):
 def test_unprepared_tfds_dataset(tmp_path, dataset, alternative):
   config = _config(dataset, data_dir=str(tmp_path), patch_size=4, frame_size=2)
   (tmp_path / dataset / 'incomplete.ABC_1.0.0').mkdir(parents=True)  # A half-built copy.
-  start = time.time()
   with pytest.raises(ValueError) as error:
     cd.check_config(config)
-  assert time.time() - start < 2  # Local file system only: nothing can hang on the network.
   message = str(error.value)
   assert f'tfds build {dataset} --data_dir={tmp_path}' in message
   assert str(tmp_path) in message and repr(alternative) in message
@@ -378,3 +370,27 @@ def test_reads_prepared_tfds_datasets(tmp_path, monkeypatch):
   expected = np.stack([cd.crop_or_pad(c, 10000) for c in clips]).astype(np.int16)
   np.testing.assert_allclose(evals[0]['inputs'], cd.audio_frames(expected, 4))
   np.testing.assert_array_equal(evals[0]['label'], np.arange(4))
+
+
+def test_baselines(monkeypatch):
+  # Hand-made splits: 3 classes, train majority class 2; eval set = 2 batches of 4.
+  train = cd._frozen(np.zeros((6, 1), np.uint8), np.array([2, 2, 2, 0, 1, 1]))
+  evals = cd._frozen(np.zeros((5, 1), np.uint8), np.array([2, 0, 2, 1, 1]))
+  monkeypatch.setattr(cd, '_splits', lambda config: (train, evals))
+  monkeypatch.setitem(cd._NUM_CLASSES, 'tones', 3)
+  got = cd.baselines(_config('tones', batch_size=4, num_eval_batches=2))
+  # The eval batches wrap: labels 2 0 2 1 1 2 0 2, of which 4 are class 2.
+  assert got == {'baseline_chance_loss': np.log(3), 'baseline_chance_accuracy': 1 / 3,
+                 'baseline_majority_accuracy': 0.5}
+  got = cd.baselines(_config('tones', batch_size=4, num_eval_batches=0))  # The whole split.
+  assert got['baseline_majority_accuracy'] == 2 / 5
+
+
+def test_baselines_of_generated_listops():
+  config = _config('listops', listops_min_len=8, listops_max_len=48, num_train_examples=200,
+                   num_eval_examples=64, num_eval_batches=8)
+  got = cd.baselines(config)
+  assert got['baseline_chance_accuracy'] == 1 / sd.LISTOPS_NUM_CLASSES
+  train, evals = cd._splits(config)
+  majority = np.bincount(train.labels).argmax()
+  assert got['baseline_majority_accuracy'] == np.mean(evals.labels == majority)

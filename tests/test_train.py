@@ -172,16 +172,18 @@ def test_straight_run_writes_checkpoints_metrics_and_tensorboard(straight):
   assert int(state.step) == TINY['num_train_steps']
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['100', '80', '90']
   records = metrics.read_metrics(workdir)
-  assert [r['step'] for r in records] == list(range(10, 101, 10))
+  assert [r['step'] for r in records] == [0] + list(range(10, 101, 10))
+  assert records[0].keys() == {'step', 'baseline_unigram_loss', 'baseline_bigram_loss'}
   assert {'train_loss', 'train_accuracy', 'train_perplexity', 'learning_rate', 'grad_norm',
-          'param_norm', 'steps_per_sec', 'tokens_per_sec'} <= records[0].keys()
-  assert {'eval_loss', 'eval_accuracy', 'eval_perplexity'} <= records[4].keys()  # step 50
+          'param_norm', 'steps_per_sec', 'tokens_per_sec'} <= records[1].keys()
+  assert {'eval_loss', 'eval_accuracy', 'eval_perplexity'} <= records[5].keys()  # step 50
   assert 'eval_loss' in records[-1]
+  assert not os.path.exists(os.path.join(workdir, 'lock'))  # Released at the end.
   assert glob.glob(os.path.join(workdir, 'tensorboard', 'events.out.tfevents.*'))
 
 
 def test_loss_falls(straight):
-  records = metrics.read_metrics(straight[0])
+  records = metrics.read_metrics(straight[0])[1:]  # Past the baselines at step 0.
   first, last = records[0]['train_loss'], records[-1]['train_loss']
   assert last < 0.8 * first, (first, last)
   evals = [r['eval_loss'] for r in records if 'eval_loss' in r]
@@ -247,10 +249,80 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path, mo
     train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)
   assert checkpoints.create_manager(workdir, 3).all_steps() == [10, 20]
   assert metrics.read_metrics(workdir)[-1]['step'] == 20
+  assert not os.path.exists(os.path.join(workdir, 'lock'))  # Released on the exception.
   # The run ends at its checkpoint: nothing to do but restore it.
   state = train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir, stop_after_step=20)
   assert int(state.step) == 20
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(state))
+
+
+def test_allowed_config_change_is_recorded(straight, tiny, tmp_path):
+  workdir = str(tmp_path / 'workdir')
+  shutil.copytree(straight[0], workdir)
+  before = metrics.read_metrics(workdir)
+  config = load_config(MLM_CONFIG, {**tiny, 'learning_rate': 1e-3, 'log_every_steps': 5})
+  config.allow_changed = 'learning_rate'  # configs/*.py would declare it ('' by default).
+  state = train.train_and_evaluate(config, workdir)  # Done at step 100: records only.
+  assert int(state.step) == 100
+  with open(os.path.join(workdir, 'config.json')) as f:
+    stored = json.load(f)
+  assert stored['config']['learning_rate'] == 1e-3
+  assert stored['changes'] == [{'step': 100, 'keys': {
+      'allow_changed': ['<absent>', 'learning_rate'], 'learning_rate': [3e-3, 1e-3],
+      'log_every_steps': [10, 5]}}]
+  assert metrics.read_metrics(workdir) == before
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'empty'])
+def test_damaged_latest_checkpoint_resumes_from_the_one_before(damage, straight, tiny, tmp_path):
+  workdir = str(tmp_path / 'workdir')
+  shutil.copytree(straight[0], workdir)
+  latest = os.path.join(workdir, 'checkpoints', '100')
+  if damage == 'empty':
+    shutil.rmtree(latest)
+    os.mkdir(latest)
+  else:
+    for path in glob.glob(os.path.join(latest, '**', 'd', '*'), recursive=True):
+      with open(path, 'r+b') as f:
+        f.truncate(os.path.getsize(path) // 2)
+  state = train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)  # 90 -> 100 again.
+  assert int(state.step) == 100
+  assert_same_params(state.params, straight[1].params)
+  assert_same_metrics(logged(workdir), logged(straight[0]))
+  assert os.listdir(os.path.join(workdir, checkpoints.UNRESTORABLE_DIR)) == ['100']
+
+
+def test_live_lock_stops_a_second_run(straight, tiny, tmp_path):
+  workdir = str(tmp_path / 'workdir')
+  shutil.copytree(straight[0], workdir)
+  owner = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+  try:
+    with open(os.path.join(workdir, 'lock'), 'w') as f:
+      json.dump({'pid': owner.pid, 'host': socket.gethostname()}, f)
+    before = snapshot(workdir)
+    with pytest.raises(RuntimeError, match=f'Another run is using workdir.*process {owner.pid}'):
+      train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)
+    assert snapshot(workdir) == before
+  finally:
+    owner.kill()
+    owner.wait()
+  # Its process gone, the lock is stale: the next run takes it over.
+  train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)
+  assert not os.path.exists(os.path.join(workdir, 'lock'))
+
+
+def test_tilde_in_paths_is_expanded(tiny, data_dir, tmp_path, monkeypatch):
+  home = tmp_path / 'home'
+  home.mkdir()
+  os.symlink(data_dir, home / 'tfds')
+  monkeypatch.setenv('HOME', str(home))
+  monkeypatch.chdir(tmp_path)
+  config = load_config(MLM_CONFIG, {**tiny, 'data_dir': '~/tfds', 'checkpoint_every_steps': 1})
+  train.train_and_evaluate(config, '~/run', stop_after_step=1)
+  assert os.listdir(home / 'run' / 'checkpoints') == ['1']
+  assert sorted(os.listdir(tmp_path)) == ['home']  # No literal ./~ anywhere.
+  with open(home / 'run' / 'config.json') as f:
+    assert json.load(f)['config']['data_dir'] == str(home / 'tfds')
 
 
 def test_train_step_compiles_once(tiny, tmp_path, monkeypatch):
@@ -276,7 +348,15 @@ def test_every_config_trains_two_steps(path, data_dir, tmp_path):
   state = train.train_and_evaluate(config, str(tmp_path), stop_after_step=2)
   assert int(state.step) == 2
   assert os.listdir(os.path.join(tmp_path, 'checkpoints')) == ['2']
-  assert [r['step'] for r in metrics.read_metrics(str(tmp_path))] == [2]
+  records = metrics.read_metrics(str(tmp_path))
+  assert [r['step'] for r in records] == [0, 2]
+  baselines = {k for k in records[0] if k.startswith('baseline_')}
+  if config.task == 'mlm':
+    assert baselines == {'baseline_unigram_loss', 'baseline_bigram_loss'}
+  else:
+    assert baselines == {'baseline_chance_loss', 'baseline_chance_accuracy',
+                         'baseline_majority_accuracy'}
+    assert records[0]['baseline_chance_loss'] == -np.log(records[0]['baseline_chance_accuracy'])
 
 
 def test_classification_task_end_to_end(tmp_path):
@@ -302,14 +382,24 @@ def test_classification_task_end_to_end(tmp_path):
     ({'task': 'translate'}, r"unknown task 'translate'"),
     ({'model.bogus': 1}, r"unknown config.model fields \['bogus'\]"),
     ({'learning_rate': -1.0}, r'learning_rate must be positive, got -1.0'),
+    ({'model.dtype': 'bfloat'}, r"unknown dtype 'bfloat'; valid: \('float32', 'bfloat16'"),
+    # The workdir holds a run with another config: shapes or not, it is refused.
+    ({'model.emb_dim': 64}, r'(?s)model.emb_dim: 32 -> 64\n.*allow_changed=model.emb_dim'),
+    ({'model.attention': 'elu_linear'}, r"model.attention: 'linear' -> 'elu_linear'"),
+    ({'seed': 1, 'batch_size': 16}, r'(?s)batch_size: 8 -> 16\n  seed: 0 -> 1\n'),
+    ({'text_files': 'TEXT'}, r"text_files: '' -> '.*\*.txt'"),
+    ({'num_train_steps': 200}, r'num_train_steps: 100 -> 200'),
+    # Bad text data: found before the workdir is touched.
+    ({'text_files': 'EMPTY_FILES'}, r'all 2 matched files are empty'),
+    ({'text_files': 'SHORT_FILE'}, r'fills 1 row\(s\) of seq_len=64; need at least 2'),
+    ({'text_files': 'DIRECTORY'}, r'matches directories'),
 ])
 def test_bad_input_fails_early_and_keeps_workdir(overrides, match, straight, tiny, tmp_path,
                                                 monkeypatch):
   workdir = str(tmp_path / 'workdir')
   shutil.copytree(straight[0], workdir)
   before = snapshot(workdir)
-  overrides = {**tiny, **{k: str(tmp_path / 'empty') if v == 'EMPTY' else v
-                         for k, v in overrides.items()}}
+  overrides = {**tiny, **{k: _make_input(tmp_path, v) for k, v in overrides.items()}}
   config = load_config(MLM_CONFIG, overrides)
 
   def too_late(*args, **kwargs):
@@ -321,6 +411,38 @@ def test_bad_input_fails_early_and_keeps_workdir(overrides, match, straight, tin
   with pytest.raises(ValueError, match=match):
     train.train_and_evaluate(config, workdir)
   assert snapshot(workdir) == before
+
+
+def _make_input(tmp_path, value):
+  """The paths some bad inputs name, made in tmp_path; other values as they are."""
+  text = tmp_path / 'text'
+  if value == 'EMPTY':
+    return str(tmp_path / 'empty')
+  if value == 'TEXT':
+    text.mkdir()
+    (text / 'a.txt').write_text('some text ' * 100)
+    return str(text / '*.txt')
+  if value == 'EMPTY_FILES':
+    text.mkdir()
+    (text / 'a.txt').write_text('')
+    (text / 'b.txt').write_text('')
+    return str(text / '*.txt')
+  if value == 'SHORT_FILE':
+    text.mkdir()
+    (text / 'a.txt').write_text('too short')
+    return str(text / 'a.txt')
+  if value == 'DIRECTORY':
+    text.mkdir()
+    return str(text)
+  return value
+
+
+@pytest.mark.parametrize('text_files', ['EMPTY_FILES', 'SHORT_FILE', 'DIRECTORY'])
+def test_bad_text_data_leaves_no_workdir(text_files, tiny, tmp_path):
+  config = load_config(MLM_CONFIG, {**tiny, 'text_files': _make_input(tmp_path, text_files)})
+  with pytest.raises(ValueError, match='config.text_files='):
+    train.train_and_evaluate(config, str(tmp_path / 'workdir'))
+  assert not os.path.exists(tmp_path / 'workdir')
 
 
 def test_unwritable_workdir(tiny, tmp_path):
@@ -420,3 +542,82 @@ def test_two_processes_on_localhost_match_two_devices(fake_devices, tiny, tmp_pa
   assert int(final.step) == SHORT['num_train_steps']
   assert_same_params(final.params, reference.params)
   assert_same_metrics(logged(workdir), logged(reference_dir))
+
+
+# ----------------------------------------------------------------------------- loop pieces
+
+
+def test_learning_rate_schedule():
+  config = load_config(MLM_CONFIG, {'learning_rate': 1.0, 'warmup_steps': 10,
+                                    'num_train_steps': 110})
+  schedule = train.learning_rate_schedule(config)
+  steps = [0, 5, 10, 60, 110, 120]
+  np.testing.assert_allclose([float(schedule(s)) for s in steps], [0, 0.5, 1, 0.5, 0, 0],
+                             atol=1e-7)
+  config.warmup_steps = 0
+  schedule = train.learning_rate_schedule(config)
+  np.testing.assert_allclose([float(schedule(s)) for s in (0, 55, 110)], [1, 0.5, 0], atol=1e-7)
+
+
+def test_weight_decay_mask_is_weight_matrices_only():
+  from linformer_jax import layers  # pylint: disable=g-import-not-at-top
+  from linformer_jax import model_config  # pylint: disable=g-import-not-at-top
+  cfg = model_config.tiny(attention='linformer', num_layers=1)
+  params = layers.MLMModel(cfg).init(jax.random.PRNGKey(0), np.zeros((1, 16), np.int32))['params']
+  mask = {'/'.join(k): v for k, v in flax.traverse_util.flatten_dict(train.decay_mask(params)).items()}
+  flat = {'/'.join(k): v for k, v in flax.traverse_util.flatten_dict(params).items()}
+  assert mask.keys() == flat.keys()
+  assert all(flat[k].ndim >= 2 for k in mask if mask[k])  # Matrices only: no bias or scale.
+  block = 'encoder/block_0/'
+  expected = {block + 'attention/query/kernel': True, block + 'attention/out/kernel': True,
+              block + 'attention/linformer_e': True, block + 'attention/linformer_f': True,
+              block + 'Dense_0/kernel': True, 'mlm_dense/kernel': True,
+              'embed/token_embed/embedding': False, 'embed/pos_embed': False,
+              block + 'attention/query/bias': False, block + 'LayerNorm_0/scale': False,
+              'encoder/final_norm/scale': False, 'mlm_bias': False}
+  assert {k: mask[k] for k in expected} == expected
+
+
+def _device_metrics(**values):
+  """One step's metrics as train_step returns them under pmap (a device axis of 1)."""
+  return {k: jax.device_put(np.array([v], np.float32)) for k, v in values.items()}
+
+
+def test_summarize_train_weights_by_denominator():
+  history = [_device_metrics(loss=2.0, accuracy=0.5, denominator=1.0, grad_norm=1.0,
+                             param_norm=10.0, learning_rate=0.1),
+             _device_metrics(loss=1.0, accuracy=0.25, denominator=3.0, grad_norm=3.0,
+                             param_norm=20.0, learning_rate=0.2)]
+  got = train._summarize_train(history, first_step=1)
+  expected = {'train_loss': 1.25, 'train_accuracy': 0.3125, 'train_perplexity': np.exp(1.25),
+              'grad_norm': 2.0, 'param_norm': 15.0, 'learning_rate': 0.2}
+  assert got.keys() == expected.keys()
+  np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-6)
+
+
+@pytest.mark.parametrize('name', ['loss', 'grad_norm'])
+def test_summarize_train_stops_at_the_first_non_finite_step(name):
+  good = dict(loss=1.0, accuracy=0.5, denominator=1.0, grad_norm=1.0, param_norm=1.0,
+              learning_rate=0.1)
+  history = [_device_metrics(**good), _device_metrics(**{**good, name: np.inf}),
+             _device_metrics(**{**good, name: np.nan})]
+  with pytest.raises(FloatingPointError, match=f'non-finite {name}=inf at step 12'):
+    train._summarize_train(history, first_step=11)
+
+
+def test_metrics_truncate(tmp_path):
+  workdir = str(tmp_path)
+  writer = metrics.MetricWriter(workdir)
+  for step in range(6):
+    writer.write(step, {'train_loss': float(step)})
+  writer.close()
+  with open(tmp_path / metrics.METRICS_FILE, 'a') as f:
+    f.write('{"step": 6, "train_lo')  # Torn by a kill.
+  writer = metrics.MetricWriter(workdir)
+  writer.truncate(3)
+  assert metrics.read_metrics(workdir) == [{'step': s, 'train_loss': s} for s in range(4)]
+  writer.truncate(-1)
+  assert metrics.read_metrics(workdir) == []
+  writer.close()
+  metrics.MetricWriter(workdir, enabled=False).write(1, {'train_loss': 1.0})
+  assert metrics.read_metrics(workdir) == []
