@@ -43,7 +43,7 @@ def _read_json(path):
   try:
     with open(path) as f:
       return json.load(f)
-  except FileNotFoundError:
+  except (FileNotFoundError, NotADirectoryError):  # No workdir yet: _check_workdir says why.
     return None
 
 
