@@ -168,7 +168,9 @@ def colab(tmp_path_factory):
   """A virtual environment with Colab's preinstalled packages and a stub google.colab."""
   root = tmp_path_factory.mktemp('colab')
   venv = root / 'venv'
-  subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True)
+  # --upgrade-deps: Colab's pip is recent; Python 3.11's bundled pip 23.2 rejects git+file://.
+  subprocess.run([sys.executable, '-m', 'venv', '--upgrade-deps', str(venv)], check=True,
+                 capture_output=True)
   python = str(venv / 'bin' / 'python')
   _pip(python, 'install', '-q', *COLAB_PREINSTALLED)
   stub = root / 'stub' / 'google' / 'colab'  # no google/__init__.py: google.protobuf still imports
