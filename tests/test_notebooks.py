@@ -8,17 +8,18 @@ Slow tests run each notebook at smoke size the way a fresh Colab runtime would: 
 working folder, and a kernel in a virtual environment built here with only what every Colab
 runtime ships (jax, flax, ipykernel, matplotlib) and a stub `google.colab`, without
 linformer_jax; REPO_URL is this repository as `file://` (the clone gets the last commit:
-commit first). The notebook's own set-up cell must clone and install the rest. quickstart
+commit first). The notebook's own set-up cell must clone and install the rest (quickstart's
+folder also holds an old clone named linformer_jax, an empty namespace package). quickstart
 and pretrain_mlm run as on a TPU runtime (no TensorFlow), images_and_audio as on a GPU
 runtime (TensorFlow, TFDS and TensorBoard preinstalled: it must not add tensorflow-cpu);
 the training notebooks share one set-up cell (asserted), so each runtime's path is run once.
 pip versions are pinned to requirements.txt (PIP_CONSTRAINT), so wheels come from this
 machine's index and pip cache, not whatever PyPI has that day.
 
-Cost of the slow tests, run together on 2 cores shared with other jobs: about 6 minutes (1 to
-build the environment, 1 for the notebooks' installs of the TensorFlow stack, the rest running
-the notebooks) and 2.6 GB of disk, freed at the end. Run alone, images_and_audio first
-installs the GPU runtime's TensorFlow itself (+1 minute).
+Cost of the slow tests, run together on 2 cores shared with other jobs (load ~8): 7 min,
+of which 1.2 build the environment, 0.7 run quickstart, 1.9 pretrain_mlm (with its ~40 s
+install of the TensorFlow stack), 1.1 images_and_audio, and up to 2 delete the environment's
+2.6 GB at the end. Run alone, images_and_audio first installs the GPU runtime's TensorFlow.
 """
 import json
 import os
@@ -196,12 +197,19 @@ def _as_runtime(colab, runtime):
   return _distributions(colab.python)
 
 
-def _run_on_colab(colab, runtime, name, parameters, tmp_path):
-  """Runs notebook `name` in an empty working folder; returns it and what it installed."""
+def _run_on_colab(colab, runtime, name, parameters, tmp_path, old_clone=False):
+  """Runs notebook `name` in an empty working folder; returns it and what it installed.
+
+  old_clone: the folder holds a clone named linformer_jax, as earlier notebooks made one,
+  which imports as an empty namespace package while the package is not installed.
+  """
   before = _as_runtime(colab, runtime)
   assert 'linformer-jax' not in before and ('tensorflow-cpu' in before) == (runtime == 'GPU')
   content = tmp_path / 'content'
   content.mkdir()
+  if old_clone:
+    (content / 'linformer_jax').mkdir()
+    (content / 'linformer_jax' / 'README.md').write_text('An old clone.\n')
   nb = _execute(_with_parameters(_load(name), f'REPO_URL = {"file://" + REPO!r}\n{parameters}'),
                 tmp_path / 'kernels', content, python=colab.python, env=colab.kernel_env)
   after = _distributions(colab.python)
@@ -216,8 +224,22 @@ def _run_on_colab(colab, runtime, name, parameters, tmp_path):
 
 
 @pytest.mark.slow
+def test_failed_install_stops_quickstart_on_colab(colab, tmp_path):
+  # First of the slow tests: the environment is then fresh and needs no clean-up.
+  _as_runtime(colab, 'TPU')
+  nb = _with_parameters(_load('quickstart.ipynb'), f'REPO_URL = {MISSING_URL!r}',
+                        through_setup=True)
+  with pytest.raises(nbclient.exceptions.CellExecutionError) as error:
+    _execute(nb, tmp_path / 'kernels', tmp_path, python=colab.python, env=colab.kernel_env)
+  assert error.value.ename == 'RuntimeError'
+  assert 'pip install' in error.value.evalue and 'REPO_URL' in error.value.evalue
+  assert 'linformer-jax' not in _distributions(colab.python)
+
+
+@pytest.mark.slow
 def test_quickstart_on_colab(colab, tmp_path):
-  nb, text, installed = _run_on_colab(colab, 'TPU', 'quickstart.ipynb', 'SMOKE = True', tmp_path)
+  nb, text, installed = _run_on_colab(colab, 'TPU', 'quickstart.ipynb', 'SMOKE = True', tmp_path,
+                                      old_clone=True)
   assert installed == {'linformer-jax'}  # the kernels need nothing else
   assert 'max |kernel - P V|' in text and 'row sums: [1. 1. 1. 1. 1. 1.]' in text
   assert _images(nb) == 1  # the timing plot
@@ -248,15 +270,3 @@ def test_images_and_audio_on_colab_gpu(colab, tmp_path):
     lines = (workdir / task / 'metrics.jsonl').read_text().splitlines()
     assert 'eval_accuracy' in json.loads(lines[-1])
   assert _images(nb) >= 3  # shapes, waveforms, accuracy curves
-
-
-@pytest.mark.slow
-def test_failed_install_stops_quickstart_on_colab(colab, tmp_path):
-  _as_runtime(colab, 'TPU')
-  nb = _with_parameters(_load('quickstart.ipynb'), f'REPO_URL = {MISSING_URL!r}',
-                        through_setup=True)
-  with pytest.raises(nbclient.exceptions.CellExecutionError) as error:
-    _execute(nb, tmp_path / 'kernels', tmp_path, python=colab.python, env=colab.kernel_env)
-  assert error.value.ename == 'RuntimeError'
-  assert 'pip install' in error.value.evalue and 'REPO_URL' in error.value.evalue
-  assert 'linformer-jax' not in _distributions(colab.python)
