@@ -174,18 +174,20 @@ def check_config(config) -> None:
 def dataset_info(config) -> dict:
   """What the model needs, without touching data.
 
-  Returns dict(num_classes, seq_len, feature_dim, vocab_size, pad_id): float
-  inputs set feature_dim (vocab_size = pad_id = None), token inputs set
-  vocab_size and pad_id (feature_dim = None).
+  Returns dict(num_classes, seq_len, feature_dim, vocab_size, pad_id,
+  grid_width): float inputs set feature_dim (vocab_size = pad_id = None), token
+  inputs set vocab_size and pad_id (feature_dim = None); images set grid_width,
+  the tokens per row of their row-major token grid (0 otherwise).
   """
   _check_shapes(config)
   modality = _MODALITY[config.dataset]
   info = dict(num_classes=_NUM_CLASSES[config.dataset], seq_len=None, feature_dim=None,
-              vocab_size=None, pad_id=None)
+              vocab_size=None, pad_id=None, grid_width=0)
   if modality == 'image':
     height, width, channels = _image_shape(config)
     patch = _opt(config, 'patch_size')
-    info.update(seq_len=(height // patch) * (width // patch), feature_dim=patch * patch * channels)
+    info.update(seq_len=(height // patch) * (width // patch), feature_dim=patch * patch * channels,
+                grid_width=width // patch)
   elif modality == 'audio':
     frame = _opt(config, 'frame_size')
     info.update(seq_len=_opt(config, 'num_samples') // frame, feature_dim=frame)

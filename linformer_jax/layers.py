@@ -1,4 +1,6 @@
 """Flax linen modules around the kernels: attention, encoder, MLM and classifier models."""
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
@@ -31,6 +33,8 @@ class MultiHeadAttention(nn.Module):
     dtype = jnp.dtype(cfg.dtype)
     dense = lambda name: nn.DenseGeneral((cfg.num_heads, cfg.head_dim), dtype=dtype, name=name)
     q, k, v = dense('query')(x), dense('key')(x), dense('value')(x)
+    if cfg.position == 'rotary':
+      q, k = rotary(q), rotary(k)
     if cfg.attention == 'linformer':
       e_proj, f_proj = self._linformer_projections(shared_proj)
       out = kernels.linformer_attention(q, k, v, e_proj, f_proj, key_mask=key_mask)
@@ -57,8 +61,61 @@ class MultiHeadAttention(nn.Module):
     return self.param('linformer_e', init, shape), self.param('linformer_f', init, shape)
 
 
+def rotary(x, base=10000.0):
+  """Rotary position embedding (Su et al. 2021) of x [batch, n, heads, d], d even.
+
+  Feature pairs (i, i + d/2) of position p are rotated by angle p·base^(-2i/d),
+  so q·k depends on positions only through their difference.
+  """
+  n, d = x.shape[1], x.shape[-1]
+  freq = base ** (-jnp.arange(0, d // 2, dtype=jnp.float32) * 2 / d)
+  angle = jnp.arange(n, dtype=jnp.float32)[:, None] * freq  # [n, d/2]
+  cos, sin = jnp.cos(angle)[:, None], jnp.sin(angle)[:, None]  # [n, 1, d/2]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+def sinusoidal(n, dim):
+  """Fixed sine/cosine position table (Vaswani et al. 2017): [n, dim] float32."""
+  half = dim // 2
+  freq = jnp.exp(-math.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / max(half, 1))
+  angle = jnp.arange(n, dtype=jnp.float32)[:, None] * freq
+  table = jnp.concatenate([jnp.sin(angle), jnp.cos(angle)], axis=-1)
+  return jnp.pad(table, ((0, 0), (0, dim - 2 * half)))
+
+
+class LocalMixing(nn.Module):
+  """Depthwise convolution over neighbouring tokens: [batch, n, emb] -> same.
+
+  Width `conv_width` along the sequence: centred for encoders, over the current
+  and previous tokens only when `causal`. With conv_dims=2 the last
+  (n // grid_width) * grid_width tokens are an image grid in row-major order
+  and the kernel is conv_width × conv_width; leading tokens outside the grid
+  (a CLS token) get zeros. Padding keys (key_mask False) are zeroed first, so
+  they change nothing. O(n·emb·conv_width^conv_dims) time, no n×n array.
+  """
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, key_mask=None):
+    cfg = self.config
+    if key_mask is not None:
+      x = x * key_mask[..., None].astype(x.dtype)
+    w, e = cfg.conv_width, x.shape[-1]
+    conv = lambda size, padding: nn.Conv(e, size, padding=padding, feature_group_count=e,
+                                         dtype=jnp.dtype(cfg.dtype), name='conv')
+    if cfg.conv_dims == 1:
+      return conv((w,), ((w - 1, 0),) if cfg.causal else 'SAME')(x)
+    b, n, _ = x.shape
+    rows, head = n // cfg.grid_width, n % cfg.grid_width
+    grid = x[:, head:].reshape(b, rows, cfg.grid_width, e)
+    y = conv((w, w), 'SAME')(grid).reshape(b, rows * cfg.grid_width, e)
+    return jnp.concatenate([jnp.zeros_like(x[:, :head]), y], axis=1)
+
+
 class EncoderBlock(nn.Module):
-  """Pre-LayerNorm transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
+  """Pre-LayerNorm block of residual branches: x + Conv(LN(x)) when
+  conv_width > 0, x + Attn(LN(x)) unless attention='none', then x + MLP(LN(x))."""
   config: ModelConfig
 
   @nn.compact
@@ -66,8 +123,12 @@ class EncoderBlock(nn.Module):
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
     drop = lambda y: nn.Dropout(cfg.dropout_rate)(y, deterministic=deterministic)
-    y = MultiHeadAttention(cfg, name='attention')(nn.LayerNorm(dtype=dtype)(x), key_mask, shared_proj)
-    x = x + drop(y)
+    if cfg.conv_width:
+      x = x + drop(LocalMixing(cfg, name='local')(nn.LayerNorm(dtype=dtype)(x), key_mask))
+    if cfg.attention != 'none':
+      y = MultiHeadAttention(cfg, name='attention')(nn.LayerNorm(dtype=dtype)(x), key_mask,
+                                                    shared_proj)
+      x = x + drop(y)
     y = nn.Dense(cfg.mlp_dim, dtype=dtype)(nn.LayerNorm(dtype=dtype)(x))
     y = nn.Dense(cfg.emb_dim, dtype=dtype)(drop(nn.gelu(y)))
     return x + drop(y)
@@ -91,7 +152,8 @@ class Encoder(nn.Module):
 
 
 class Embedder(nn.Module):
-  """Token (or float-feature) embedding plus learned positions, then dropout.
+  """Token (or float-feature) embedding plus positions (learned or sinusoidal; none
+  for 'rotary', which acts in attention, and 'none'), then dropout.
 
   Returns (x [batch, n, emb_dim], key_mask [batch, n] bool or None, token_embed).
   With `cls` a learned CLS vector is prepended (n grows by one).
@@ -120,8 +182,11 @@ class Embedder(nn.Module):
       x = jnp.concatenate([jnp.broadcast_to(cls, x[:, :1].shape), x], axis=1)
       if key_mask is not None:
         key_mask = jnp.pad(key_mask, ((0, 0), (1, 0)), constant_values=True)
-    pos = self.param('pos_embed', nn.initializers.normal(0.02), (cfg.max_len, cfg.emb_dim))
-    x = (x + pos[:n]).astype(jnp.dtype(cfg.dtype))
+    if cfg.position == 'learned':
+      x = x + self.param('pos_embed', nn.initializers.normal(0.02), (cfg.max_len, cfg.emb_dim))[:n]
+    elif cfg.position == 'sinusoidal':
+      x = x + sinusoidal(n, cfg.emb_dim)
+    x = x.astype(jnp.dtype(cfg.dtype))
     return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic), key_mask, token_embed
 
 

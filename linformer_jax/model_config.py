@@ -1,7 +1,9 @@
 """Model hyperparameters: one frozen dataclass, validated on construction."""
 import dataclasses
 
-ATTENTIONS = ('softmax', 'linformer', 'linear', 'elu_linear')
+# 'none' is the attention-free control: the same blocks with the attention branch removed.
+ATTENTIONS = ('softmax', 'linformer', 'linear', 'elu_linear', 'none')
+POSITIONS = ('learned', 'sinusoidal', 'rotary', 'none')
 LINFORMER_SHARING = ('none', 'headwise', 'key-value', 'layerwise')
 POOLINGS = ('mean', 'cls')
 DTYPES = ('float32', 'bfloat16', 'float16')
@@ -24,6 +26,10 @@ class ModelConfig:
   emb_dim: int = 256              # model width; head_dim = emb_dim // num_heads
   mlp_dim: int = 1024             # hidden width of each block's MLP
   dropout_rate: float = 0.1       # dropout on embeddings, attention and MLP outputs
+  position: str = 'learned'       # one of POSITIONS; 'rotary' rotates softmax queries and keys
+  conv_width: int = 0             # > 0: a depthwise convolution of this width in every block
+  conv_dims: int = 1              # 1: along the sequence; 2: over the image grid (grid_width)
+  grid_width: int = 0             # tokens per row when the input is an image grid; 0 otherwise
   causal: bool = False            # causal attention (not for 'linformer')
   chunk_size: int = 64            # chunk length of the causal linear kernels
   linformer_k: int = 64           # Linformer projected length k
@@ -45,6 +51,17 @@ class ModelConfig:
           f'exactly one of vocab_size ({self.vocab_size}) and feature_dim ({self.feature_dim}) must be > 0')
     check(self.emb_dim % self.num_heads == 0,
           f'emb_dim={self.emb_dim} is not divisible by num_heads={self.num_heads}')
+    check(self.position in POSITIONS, f'unknown position {self.position!r}; valid: {POSITIONS}')
+    check(self.position != 'rotary' or self.attention == 'softmax',
+          f"position='rotary' needs attention='softmax' (got {self.attention!r}): the linear "
+          "kernels' feature softmax does not keep rotary's relative-position property")
+    check(self.position != 'rotary' or self.head_dim % 2 == 0,
+          f"position='rotary' needs an even head_dim, got {self.head_dim}")
+    check(self.conv_width >= 0, f'conv_width must be >= 0 (0: no convolution), got {self.conv_width}')
+    check(self.conv_dims in (1, 2), f'conv_dims must be 1 or 2, got {self.conv_dims}')
+    check(self.conv_dims == 1 or self.grid_width > 0,
+          'conv_dims=2 needs image inputs (grid_width > 0, set by the data); got grid_width=0')
+    check(not (self.conv_dims == 2 and self.causal), 'conv_dims=2 has no causal form')
     for name in ('max_len', 'num_layers', 'num_heads', 'emb_dim', 'mlp_dim', 'chunk_size', 'linformer_k'):
       check(getattr(self, name) > 0, f'{name} must be positive, got {getattr(self, name)}')
     check(0.0 <= self.dropout_rate < 1.0, f'dropout_rate must be in [0, 1), got {self.dropout_rate}')

@@ -41,7 +41,7 @@ def _classification(config) -> Task:
   model_cfg = build_model_config(
       config, seq_len=info['seq_len'], vocab_size=info['vocab_size'] or 0,
       feature_dim=info['feature_dim'] or 0, pad_id=info['pad_id'],
-      num_classes=info['num_classes'])
+      num_classes=info['num_classes'], grid_width=info['grid_width'])
   if info['feature_dim']:
     spec = jax.ShapeDtypeStruct((1, info['seq_len'], info['feature_dim']), jnp.float32)
   else:
