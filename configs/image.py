@@ -30,6 +30,7 @@ def get_config():
   config.task = 'classification'      # 'mlm' or 'classification' (this)
   config.seed = 0                     # parameter init, data generation and order, dropout
   config.distributed = False          # call jax.distributed.initialize() (multi-process runs)
+  config.allow_changed = ''         # keys a resumed run may change, e.g. 'num_train_steps'
 
   # Data (linformer_jax/classification_data.py); sequence length = (image_size / patch_size)².
   config.dataset = 'shapes'           # generated; 'cifar10' / 'mnist' when prepared in data_dir
@@ -63,6 +64,9 @@ def get_config():
   config.model.emb_dim = 32           # model width
   config.model.mlp_dim = 64           # MLP hidden width
   config.model.dropout_rate = 0.0     # dropout on embeddings, attention and MLP outputs
+  config.model.position = 'learned'  # 'learned', 'sinusoidal', 'rotary' (softmax only), 'none'
+  config.model.conv_width = 0       # depthwise convolution width in every block; 0: none
+  config.model.conv_dims = 1        # 1: along the pixel sequence, 2: over the image grid
   config.model.pooling = 'mean'       # 'mean' over tokens, or 'cls' (a prepended token)
   config.model.linformer_k = 64       # Linformer projected length
   config.model.linformer_sharing = 'headwise'  # Linformer projection sharing

@@ -20,6 +20,7 @@ def get_config():
   config.task = 'classification'      # sequence classification (linformer_jax.Classifier)
   config.seed = 0                     # parameter init, data generation and order, dropout
   config.distributed = False          # call jax.distributed.initialize() (multi-process runs)
+  config.allow_changed = ''         # keys a resumed run may change, e.g. 'num_train_steps'
 
   # Data (linformer_jax/classification_data.py).
   config.dataset = 'listops'          # LRA ListOps, generated
@@ -51,6 +52,8 @@ def get_config():
   config.model.emb_dim = 64           # model width
   config.model.mlp_dim = 128          # MLP hidden width
   config.model.dropout_rate = 0.1     # dropout on embeddings, attention and MLP outputs
+  config.model.position = 'learned'  # 'learned', 'sinusoidal', 'rotary' (softmax only), 'none'
+  config.model.conv_width = 0       # depthwise convolution width in every block; 0: none
   config.model.linformer_k = 128      # Linformer projected length
   config.model.linformer_sharing = 'headwise'  # Linformer projection sharing
   config.model.pooling = 'mean'       # average over real tokens (the data's CLS included)

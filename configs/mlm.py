@@ -22,6 +22,7 @@ def get_config():
   config.task = 'mlm'                 # 'mlm' (this) or 'classification'
   config.seed = 0                     # parameter init, data order, masking and dropout
   config.distributed = False          # call jax.distributed.initialize() (multi-process runs)
+  config.allow_changed = ''         # keys a resumed run may change, e.g. 'num_train_steps'
 
   # Data (linformer_jax/input_pipeline.py).
   config.dataset = 'stdlib_docs'      # embedded corpus of Python stdlib docstrings
@@ -53,6 +54,8 @@ def get_config():
   config.model.emb_dim = 128          # model width
   config.model.mlp_dim = 512          # MLP hidden width
   config.model.dropout_rate = 0.0     # off: < 1 epoch, and dropout bits cost ~40% of a CPU step
+  config.model.position = 'learned'  # 'learned', 'sinusoidal', 'rotary' (softmax only), 'none'
+  config.model.conv_width = 0       # depthwise convolution width in every block; 0: none
   config.model.linformer_k = 128      # Linformer projected length
   config.model.linformer_sharing = 'headwise'  # Linformer projection sharing
   config.model.chunk_size = 64        # chunk length of causal linear kernels
