@@ -55,10 +55,6 @@ def vocab_size(config) -> int:
   return FIRST_KEY_ID + config.key_vocab_size + config.value_vocab_size
 
 
-def first_value_id(config) -> int:
-  return FIRST_KEY_ID + config.key_vocab_size
-
-
 def _causal(config) -> bool:
   return config.model.get('causal', False) if 'model' in config else False
 
@@ -94,16 +90,48 @@ def check_config(config) -> None:
 
 
 def baselines(config) -> dict:
-  """Reference scores at the query positions, without a model.
+  """Reference scores at the query positions, without recall.
 
-  chance_accuracy / uniform_loss: a uniform guess over the values (nats);
-  context_guess_accuracy: a uniform guess among the num_pairs values present in
-  the row, what a model that never matches keys can reach.
+  chance_accuracy / uniform_loss: a uniform guess over the values (nats).
+  mode_guess_accuracy: guessing the value that occurs most often among the
+  row's pairs, the best a model can do without matching the query key (values
+  repeat, so it beats a guess among the row's values, ~1/num_pairs).
   """
   check_config(config)
   values, pairs = config.value_vocab_size, config.num_pairs
   return dict(chance_accuracy=1.0 / values, uniform_loss=math.log(values),
-              context_guess_accuracy=(1.0 + (pairs - 1) / values) / pairs)
+              mode_guess_accuracy=float(_expected_max_count(pairs, values)) / pairs)
+
+
+def _expected_max_count(draws: int, values: int) -> float:
+  """E[largest multiplicity] among `draws` uniform draws from `values` values, exactly.
+
+  P(every count <= m) = draws! [x^draws] (sum_{j<=m} (x/values)^j / j!)^values.
+  The power is taken by repeated squaring, truncated at degree `draws`, with x
+  scaled by t = draws / e so that no coefficient overflows (draws < ~1900).
+  """
+  t = draws / math.e
+  def power(poly, exponent):
+    out = np.zeros(draws + 1)
+    out[0] = 1.0
+    while exponent:
+      if exponent & 1:
+        out = np.convolve(out, poly)[:draws + 1]
+      poly = np.convolve(poly, poly)[:draws + 1]
+      exponent >>= 1
+    return out
+
+  scale = math.exp(math.lgamma(draws + 1) - draws * math.log(t))  # draws! / t^draws
+  expected = 0.0
+  for m in range(draws):  # E[max] = sum_m P(max > m).
+    j = np.arange(m + 1)
+    terms = np.zeros(draws + 1)
+    terms[:m + 1] = np.exp(j * math.log(t / values) - np.array([math.lgamma(k + 1) for k in j]))
+    above = 1.0 - scale * power(terms, values)[draws]
+    if above < 1e-12:
+      break
+    expected += above
+  return expected
 
 
 # ----------------------------------------------------------------------------- generation
@@ -114,7 +142,7 @@ def generate(rng: np.random.Generator, batch_size: int, seq_len: int, num_pairs:
   """MQAR rows (module docstring) -> (tokens int32 [b, n], answers bool [b, n]).
 
   `answers` is True at each query's value (num_pairs positions per row); the
-  query key is the token before it. Costs O(b * (n + key_vocab_size log key_vocab_size)).
+  query key is the token before it. Costs O(b * (n log n + K log K)), K = key_vocab_size.
   """
   b, n, p = batch_size, seq_len, num_pairs
   first_value = FIRST_KEY_ID + key_vocab_size

@@ -143,16 +143,21 @@ def test_baselines():
   base = rd.baselines(config)
   assert base['chance_accuracy'] == pytest.approx(1 / 12)
   assert base['uniform_loss'] == pytest.approx(math.log(12))
-  # Guessing one of the row's pair values: checked against simulation.
-  batches = _take(rd.create_datasets(config)[0], 20)
+  # Small cases by hand: 3 draws of 2 values; 2 draws of 12 values.
+  assert rd._expected_max_count(3, 2) == pytest.approx(0.25 * 3 + 0.75 * 2, rel=1e-12)
+  assert rd._expected_max_count(2, 12) == pytest.approx(1 + 1 / 12, rel=1e-12)
+  # Guessing the row's most frequent pair value (ties at random), simulated.
   rng = np.random.default_rng(0)
   hits = []
-  for batch in batches:
-    values = batch['inputs'][:, 1:16:2]
-    guess = values[np.arange(64)[:, None], rng.integers(0, 8, (64, 8))]
-    hits.append(guess == batch['targets'][batch['weights'] > 0].reshape(64, 8))
-  # 10240 guesses: standard error ~0.004.
-  assert np.mean(hits) == pytest.approx(base['context_guess_accuracy'], abs=0.015)
+  for batch in _take(rd.create_datasets(config)[0], 20):
+    answers = batch['targets'][batch['weights'] > 0].reshape(64, 8)
+    for values, row_answers in zip(batch['inputs'][:, 1:16:2], answers):
+      counts = np.bincount(values)
+      guess = rng.choice(np.flatnonzero(counts == counts.max()), size=8)
+      hits.append(guess == row_answers)
+  # 10240 guesses: standard error ~0.0045.
+  assert np.mean(hits) == pytest.approx(base['mode_guess_accuracy'], abs=0.015)
+  assert base['mode_guess_accuracy'] > 1 / 8 + 0.1  # Well apart from a uniform guess among 8.
 
 
 @pytest.mark.parametrize('field,value,match', [
