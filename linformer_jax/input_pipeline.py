@@ -11,6 +11,14 @@ The global batch at step s is a pure function of (config, s): rows are drawn
 with `batching.global_batch_indices` and BERT masking uses a numpy Generator
 seeded by (seed, s). A resumed run therefore sees exactly the batches of an
 uninterrupted one, and each process takes its `batching.process_slice` rows.
+
+With `config.repeat_passage` (default False) each row is CLS, a passage of
+(seq_len - 1) // 2 bytes, the same passage again (and one PAD if seq_len is
+even). Both copies are masked as usual, but only masked bytes of the second copy
+are scored: each can be copied from the first, (seq_len - 1) // 2 positions
+back, unless that byte was selected there too (a mask_rate share of them; 0.9 of
+those are hidden by MASK or a random byte, the rest left as they are). Local
+mixing alone cannot reach that far; attention can.
 """
 from collections.abc import Iterable, Iterator
 import difflib
@@ -70,6 +78,9 @@ def check_config(config) -> None:
     raise ValueError(f'config.mask_rate={config.mask_rate} must be in the open interval (0, 1).')
   if config.batch_size < 1:
     raise ValueError(f'config.batch_size={config.batch_size} must be >= 1.')
+  if config.get('repeat_passage', False) and config.seq_len < 3:
+    raise ValueError(f'config.seq_len={config.seq_len} must be >= 3 with config.repeat_passage '
+                     '(CLS plus a passage of at least one byte, twice).')
   if config.get('num_eval_batches', 0) < 0:
     raise ValueError(f'config.num_eval_batches={config.num_eval_batches} must be >= 0.')
   pattern = _text_files(config)
@@ -311,14 +322,26 @@ def mask_tokens(tokens: np.ndarray, rng: np.random.Generator, mask_rate: float) 
   return _apply_mask(tokens, _draws(rng, tokens.shape), mask_rate)
 
 
+def repeat_passage(rows: np.ndarray, seq_len: int) -> np.ndarray:
+  """Rows [r, 1 + L] (CLS, passage), L = (seq_len - 1) // 2 -> [r, seq_len]:
+  CLS, passage, passage, then PAD if seq_len is even."""
+  out = np.full((len(rows), seq_len), PAD_ID, rows.dtype)
+  out[:, :rows.shape[1]] = rows
+  out[:, rows.shape[1]:2 * rows.shape[1] - 1] = rows[:, 1:]
+  return out
+
+
 def _batch(rows: np.ndarray, indices: np.ndarray, rng: np.random.Generator, mask_rate: float,
-           local: slice) -> Batch:
-  """This process' rows of the global batch `rows[indices]`, masked."""
+           local: slice, score_from: int = 0) -> Batch:
+  """This process' rows of the global batch `rows[indices]`, masked; only
+  positions >= score_from are scored."""
   # Draw for the whole global batch so that every process slices the same
   # random numbers: shards concatenate to the single-process batch.
   draws = _draws(rng, (len(indices), rows.shape[1]))
   tokens = rows[indices[local]]
-  return _apply_mask(tokens, tuple(d[local] for d in draws), mask_rate)
+  batch = _apply_mask(tokens, tuple(d[local] for d in draws), mask_rate)
+  batch['weights'][:, :score_from] = 0.0
+  return batch
 
 
 def create_datasets(config, *, start_step: int = 0, process_index: int = 0,
@@ -334,6 +357,8 @@ def create_datasets(config, *, start_step: int = 0, process_index: int = 0,
 
   Training rows are capped at `config.max_train_sequences` (default
   DEFAULT_MAX_TRAIN_TOKENS // seq_len), read from the start of the train split.
+  With config.repeat_passage, rows hold a passage twice and only the second
+  copy is scored (module docstring).
   """
   check_config(config)
   seq_len, global_batch = config.seq_len, config.batch_size
@@ -341,22 +366,27 @@ def create_datasets(config, *, start_step: int = 0, process_index: int = 0,
   source = _source(config)
   max_train = _max_train_sequences(config)
   num_eval_batches = config.get('num_eval_batches', 0)
-  train_rows = _rows(source, 'train', seq_len, max_train)
+  # Rows are packed at the length they are read in: CLS plus one passage.
+  repeat = config.get('repeat_passage', False)
+  read_len = 1 + (seq_len - 1) // 2 if repeat else seq_len
+  score_from = read_len if repeat else 0
+  expand = functools.partial(repeat_passage, seq_len=seq_len) if repeat else lambda rows: rows
+  train_rows = expand(_rows(source, 'train', read_len, max_train))
 
   eval_batches = []
   if num_eval_batches:
-    eval_rows = _rows(source, 'validation', seq_len, num_eval_batches * global_batch)
+    eval_rows = expand(_rows(source, 'validation', read_len, num_eval_batches * global_batch))
     for i in range(num_eval_batches):
       indices = np.arange(i * global_batch, (i + 1) * global_batch) % len(eval_rows)
       rng = np.random.default_rng([_EVAL_SEED, _EVAL_TAG, i])
-      eval_batches.append(_batch(eval_rows, indices, rng, config.mask_rate, local))
+      eval_batches.append(_batch(eval_rows, indices, rng, config.mask_rate, local, score_from))
 
   def train_iter():
     step = start_step
     while True:
       indices = batching.global_batch_indices(step, global_batch, len(train_rows), config.seed)
       rng = np.random.default_rng([config.seed, _TRAIN_TAG, step])
-      yield _batch(train_rows, indices, rng, config.mask_rate, local)
+      yield _batch(train_rows, indices, rng, config.mask_rate, local, score_from)
       step += 1
 
   return train_iter(), eval_batches

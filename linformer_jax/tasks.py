@@ -50,7 +50,19 @@ def _classification(config) -> Task:
   return Task(data, layers.Classifier(model_cfg), spec, targets)
 
 
-TASKS = {'mlm': _mlm, 'classification': _classification}
+def _recall(config) -> Task:
+  from linformer_jax import recall_data as data  # pylint: disable=g-import-not-at-top
+  data.check_config(config)
+  # causal comes from config.model, like every other model field.
+  model_cfg = build_model_config(config, seq_len=config.seq_len,
+                                 vocab_size=data.vocab_size(config), pad_id=data.PAD_ID)
+  # Scored at the queries only: weights are 1 there, 0 elsewhere.
+  targets = lambda batch: (batch['targets'], batch['weights'])
+  return Task(data, layers.MLMModel(model_cfg),
+              jax.ShapeDtypeStruct((1, config.seq_len), jnp.int32), targets)
+
+
+TASKS = {'mlm': _mlm, 'classification': _classification, 'recall': _recall}
 
 
 def build_model_config(config, *, seq_len, **data_fields) -> ModelConfig:
