@@ -32,6 +32,7 @@ def get_config():
   config.mask_rate = 0.15             # fraction of tokens the model must predict (BERT)
   config.batch_size = 8               # global batch, split over all devices of all processes
   config.num_eval_batches = 4         # fixed eval set: this many batches
+  config.repeat_passage = False      # each row a passage twice, only the second copy scored
 
   # Optimization: AdamW, linear warmup then linear decay to 0.
   config.num_train_steps = 200        # total updates; the schedule ends here
