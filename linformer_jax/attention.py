@@ -214,11 +214,13 @@ def _causal_linear(qs, k, mask, v, chunk_size):
 
     def pairwise():
       # M_i: each position's own prefix max; e[i, j, f] = exp(k_jf - M_if) <= 1
-      # for j <= i, clamped so that j > i cannot overflow.
+      # for j <= i. The exponent is masked with `where`, not clamped with
+      # `minimum`: k_j - M_i = 0 for the key that is the max, a kink where
+      # `minimum` would split the gradient 50/50.
       big_m = lax.stop_gradient(jnp.maximum(m_prev[:, :, None], lax.cummax(k, axis=2)))
       carried = jnp.exp(m_prev[:, :, None] - big_m)
-      e = w[:, :, None] * jnp.exp(jnp.minimum(k[:, :, None] - big_m[:, :, :, None], 0.0))
-      e = jnp.where(tril[..., None], e, 0.0)
+      e = w[:, :, None] * jnp.exp(
+          jnp.where(tril[..., None], k[:, :, None] - big_m[:, :, :, None], _NEG))
       qn = _safe_div(qs, jnp.sum(e, axis=3) + carried * z[:, :, None])
       return jnp.einsum('bhid,bhijd->bhij', qn, e), qn * carried
 

@@ -324,3 +324,57 @@ def test_jaxpr_walker_sees_quadratic_arrays():
   fn = lambda q, k, v, m: lj.softmax_attention(q, k, v, key_mask=m)
   for jaxpr in _jaxprs(fn, n, h, d):
     assert _largest_intermediate(jaxpr) >= h * n * n
+
+
+# --- Causal gradients against an explicit float64 n×n reference ---
+
+def _ref_causal_linear_jnp(q, k, v, mask):
+  """The causal formula written out with [b, h, i, j, f] weights, in jnp (differentiable).
+
+  out_i = sum_f softmax_feat(q_i)_f · sum_{j<=i, real} softmax_j(k_jf) v_j
+  """
+  n = q.shape[1]
+  allowed = jnp.tril(jnp.ones((n, n), bool))[None] & mask[:, None, :]  # [b, i, j]
+  logits = jnp.where(allowed[:, None, :, :, None],
+                     jnp.einsum('bjhf->bhjf', k)[:, :, None], -1e300)  # [b, h, i, j, f]
+  weights = jax.nn.softmax(logits, axis=3)
+  weights = jnp.where(allowed.any(-1)[:, None, :, None, None], weights, 0.0)
+  qs = jax.nn.softmax(q, axis=-1)
+  return jnp.einsum('bihf,bhijf,bjhe->bihe', qs, weights, v)
+
+
+def test_causal_gradient_at_the_running_max_key():
+  # The key that is a position's running max used to get half its gradient.
+  with jax.enable_x64(True):
+    k = jnp.array([0.0, 0, 0, 50]).reshape(1, 4, 1, 1)
+    q = jnp.zeros((1, 4, 1, 1))
+    v = jnp.arange(1.0, 5.0).reshape(1, 4, 1, 1)
+    ref = jax.grad(lambda k: _ref_causal_linear_jnp(q, k, v, jnp.ones((1, 4), bool)).sum())(k)
+    for chunk_size in [1, 2, 4]:
+      got = jax.grad(lambda k: lj.linear_attention(q, k, v, causal=True, chunk_size=chunk_size).sum())(k)
+      np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-14, err_msg=f'chunk_size={chunk_size}')
+    np.testing.assert_allclose(np.ravel(ref), [-7 / 12, 1 / 4, 1 / 3, 0], rtol=1e-12)
+
+
+@pytest.mark.parametrize('key_scale', [1.0, 30.0])
+def test_causal_linear_gradients_match_explicit_reference(key_scale):
+  """Every chunk size, keys ×1 (factorised path) and ×30 with one outlier (exact path), padding."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(2)
+    b, n, h, d, dv = 2, 37, 2, 4, 3
+    q, k = rng.normal(size=(2, b, n, h, d))
+    k = key_scale * k
+    k[0, 11, 1] += 200.0  # an outlier key that dwarfs everything before it
+    v = rng.normal(size=(b, n, h, dv))
+    mask = rng.random((b, n)) > 0.25
+    mask[1, :4] = False  # leading padding: positions with no real key yet
+    cot = rng.normal(size=(b, n, h, dv))
+    q, k, v, mask, cot = map(jnp.asarray, (q, k, v, mask, cot))
+    loss = lambda fn: lambda q, k, v: jnp.sum(fn(q, k, v) * cot)
+    want = jax.grad(loss(lambda q, k, v: _ref_causal_linear_jnp(q, k, v, mask)), argnums=(0, 1, 2))(q, k, v)
+    for chunk_size in [1, 8, 64, 10]:  # 10: n = 37 is not a multiple
+      fn = lambda q, k, v: lj.linear_attention(q, k, v, key_mask=mask, causal=True, chunk_size=chunk_size)
+      np.testing.assert_allclose(fn(q, k, v), _ref_causal_linear_jnp(q, k, v, mask), rtol=1e-10, atol=1e-12)
+      got = jax.grad(loss(fn), argnums=(0, 1, 2))(q, k, v)
+      for name, g, w in zip('qkv', got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-11, err_msg=f'd/d{name}, chunk_size={chunk_size}')
