@@ -403,6 +403,124 @@ def elu_linear_attention(query, key, value, *, key_mask=None, causal=False, chun
   return _safe_div(num[..., :-1], num[..., -1:]).astype(query.dtype)
 
 
+# --- Recurrent decoding: one token at a time, equal to the causal kernels ---
+
+def _check_decode_kind(kind):
+  if kind not in DECODE_KINDS:
+    raise ValueError(f'no recurrent decoder for attention kind {kind!r}; valid: {DECODE_KINDS} '
+                     '(linformer has no causal form)')
+
+
+def decode_init(kind, batch, heads, head_dim, value_dim, *, max_len=None, dtype=jnp.float32):
+  """The empty decoding state of `kind` (one of DECODE_KINDS), a dict of arrays.
+
+  'linear': running per-feature max m [batch, heads, head_dim], z = sum exp(k - m)
+  (same shape) and S = sum exp(k - m) vᵀ [batch, heads, head_dim, value_dim]:
+  O(d·d_v) memory whatever the length. 'elu_linear': z = sum phi(k), S = sum
+  phi(k) vᵀ. 'softmax': a KV cache of `max_len` slots (required), the real-key
+  mask of each slot and the number of tokens so far: O(max_len·d) memory.
+  """
+  _check_decode_kind(kind)
+  b, h, d, e = batch, heads, head_dim, value_dim
+  if kind == 'softmax':
+    if max_len is None or not _is_positive_int(max_len):
+      raise ValueError(f"decode_init('softmax') needs max_len, a positive int (the KV cache's "
+                       f'slots); got {max_len!r}')
+    return {'key': jnp.zeros((b, max_len, h, d), dtype), 'value': jnp.zeros((b, max_len, h, e), dtype),
+            'mask': jnp.zeros((b, max_len), bool), 'length': jnp.zeros((), jnp.int32)}
+  state = {'z': jnp.zeros((b, h, d), dtype), 's': jnp.zeros((b, h, d, e), dtype)}
+  if kind == 'linear':
+    state['m'] = jnp.full((b, h, d), _NEG, dtype)
+  return state
+
+
+@functools.partial(jax.jit, static_argnames=('kind',))
+def decode_step(kind, state, query, key, value, *, key_mask=None):
+  """One causal step: (out [batch, heads, value_dim], new state).
+
+  query, key [batch, heads, head_dim], value [batch, heads, value_dim] are the
+  next position's; key_mask [batch] bool, False where this token is padding (its
+  key and value add nothing). Feeding positions 0..n-1 in order gives the
+  causal kernel's outputs (`attend(kind, ..., causal=True)`). Computes in the
+  state's dtype, returns the query's. Cost per token: O(d·d_v) for the linear
+  kinds, O(max_len·d) for 'softmax' (past max_len tokens its outputs are NaN).
+  """
+  _check_decode_kind(kind)
+  b, h, d = query.shape
+  if key.shape != (b, h, d) or value.shape[:2] != (b, h) or value.ndim != 3:
+    raise ValueError(f'decode_step: query and key must be [batch, heads, head_dim] and value '
+                     f'[batch, heads, value_dim]; got {query.shape}, {key.shape}, {value.shape}')
+  if key_mask is not None and tuple(key_mask.shape) != (b,):
+    raise ValueError(f'decode_step: key_mask must be [batch] = ({b},), got {tuple(key_mask.shape)}')
+  dtype = state['key' if kind == 'softmax' else 's'].dtype
+  q, k, v = (x.astype(dtype) for x in (query, key, value))
+  real = jnp.ones((b,), bool) if key_mask is None else key_mask
+  w = real.astype(dtype)[:, None, None]  # [b, 1, 1]
+  if kind == 'softmax':
+    pos = state['length']
+    state = {'key': lax.dynamic_update_slice_in_dim(state['key'], k[:, None], pos, axis=1),
+             'value': lax.dynamic_update_slice_in_dim(state['value'], v[:, None], pos, axis=1),
+             'mask': lax.dynamic_update_slice_in_dim(state['mask'], real[:, None], pos, axis=1),
+             'length': pos + 1}
+    scores = jnp.einsum('bhd,blhd->bhl', q, state['key']) / math.sqrt(d)
+    allowed = state['mask'][:, None, :]
+    weights = jax.nn.softmax(jnp.where(allowed, scores, _NEG), axis=-1)
+    weights = jnp.where(jnp.any(allowed, axis=-1, keepdims=True), weights, 0.0)
+    out = jnp.einsum('bhl,blhe->bhe', weights, state['value'])
+    # The cache is full: the write above was clamped onto the last slot.
+    out = jnp.where(pos < state['key'].shape[1], out, jnp.nan)
+    return out.astype(query.dtype), state
+  if kind == 'elu_linear':
+    phi_k = _phi(k) * w
+    z, s = state['z'] + phi_k, state['s'] + phi_k[..., None] * v[:, :, None, :]
+    phi_q = _phi(q)
+    out = _safe_div(jnp.einsum('bhd,bhde->bhe', phi_q, s), jnp.einsum('bhd,bhd->bh', phi_q, z)[..., None])
+    return out.astype(query.dtype), {'z': z, 's': s}
+  k = jnp.where(w > 0, k, _NEG)
+  m = lax.stop_gradient(jnp.maximum(state['m'], k))
+  decay, p = jnp.exp(state['m'] - m), w * jnp.exp(k - m)  # both <= 1
+  z = state['z'] * decay + p
+  s = state['s'] * decay[..., None] + p[..., None] * v[:, :, None, :]
+  out = jnp.einsum('bhd,bhde->bhe', _safe_div(jax.nn.softmax(q, axis=-1), z), s)
+  return out.astype(query.dtype), {'m': m, 'z': z, 's': s}
+
+
+@functools.partial(jax.jit, static_argnames=('kind', 'max_len'))
+def causal_state(kind, key, value, *, key_mask=None, max_len=None):
+  """The decoding state after positions 0..n-1, computed in parallel (prefill).
+
+  key [batch, n, heads, head_dim], value [batch, n, heads, value_dim] ->
+  the state n `decode_step` calls from `decode_init` would give (to rounding),
+  in float32 (float64 inputs: float64). Run `attend(kind, ..., causal=True)` on the
+  prompt for its outputs, then `decode_step` from this state. 'softmax' needs
+  max_len >= n (default n). Cost O(n·d·d_v) (softmax: O(max_len·d) copy).
+  """
+  _check_decode_kind(kind)
+  if key.ndim != 4 or value.ndim != 4 or value.shape[:3] != key.shape[:3]:
+    raise ValueError(f'causal_state: key and value must be [batch, n, heads, dim] with equal batch, '
+                     f'n and heads; got {key.shape}, {value.shape}')
+  b, n, h, d = key.shape
+  if key_mask is not None and tuple(key_mask.shape) != (b, n):
+    raise ValueError(f'causal_state: key_mask shape {tuple(key_mask.shape)} must be [batch, n] = {(b, n)}')
+  k, v = _upcast(key, value)
+  mask = _mask_as(key_mask, k)
+  if kind == 'softmax':
+    max_len = n if max_len is None else max_len
+    if not _is_positive_int(max_len) or max_len < n:
+      raise ValueError(f'causal_state: max_len must be an int >= n = {n}, got {max_len!r}')
+    state = decode_init(kind, b, h, d, v.shape[-1], max_len=max_len, dtype=k.dtype)
+    real = jnp.ones((b, n), bool) if key_mask is None else key_mask.astype(bool)
+    return {'key': state['key'].at[:, :n].set(k), 'value': state['value'].at[:, :n].set(v),
+            'mask': state['mask'].at[:, :n].set(real), 'length': jnp.asarray(n, jnp.int32)}
+  if n == 0:
+    return decode_init(kind, b, h, d, v.shape[-1], dtype=k.dtype)
+  if kind == 'elu_linear':
+    phi_k = _heads_first(_phi(k) * mask)
+    return {'z': jnp.sum(phi_k, axis=2), 's': jnp.einsum('bhnd,bhne->bhde', phi_k, _heads_first(v))}
+  m, z, s = _linear_sums(jnp.where(mask > 0, k, _NEG), mask, v)
+  return {'m': m, 'z': z, 's': s}
+
+
 # --- One entry point by name ---
 
 def attend(kind, query, key, value, *, key_mask=None, causal=False, chunk_size=64, projections=None):

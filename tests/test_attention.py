@@ -410,3 +410,53 @@ def test_causal_linear_gradients_match_explicit_reference(key_scale, outlier, fo
         got = jax.jit(jax.grad(loss(fn), argnums=(0, 1, 2)))(q, k, v)
         for name, g, w in zip('qkv', got, want):
           np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-11, err_msg=f'd/d{name}, {where}')
+
+
+# --- Edge inputs and the entry point by name ---
+
+@pytest.mark.parametrize('kind', lj.KINDS)
+@pytest.mark.parametrize('q_len,kv_len', [(0, 0), (0, 5), (5, 0)])
+def test_empty_sequences_give_empty_or_zero_outputs(kind, q_len, kv_len):
+  causal = q_len == kv_len and kind != 'linformer'
+  q = jnp.ones((2, q_len, 3, 4), jnp.bfloat16)
+  k = jnp.ones((2, kv_len, 3, 4), jnp.bfloat16)
+  v = jnp.ones((2, kv_len, 3, 5), jnp.bfloat16)
+  proj = (jnp.ones((2, 8)),) * 2 if kind == 'linformer' else None
+  out = lj.attend(kind, q, k, v, causal=causal, projections=proj)
+  assert out.shape == (2, q_len, 3, 5) and out.dtype == jnp.bfloat16
+  assert (np.asarray(out, np.float32) == 0).all()
+
+
+def test_chunk_size_accepts_numpy_ints_and_rejects_bools():
+  q, k, v = _qkv(n=9)
+  want = lj.linear_attention(q, k, v, causal=True, chunk_size=4)
+  np.testing.assert_array_equal(lj.linear_attention(q, k, v, causal=True, chunk_size=np.int64(4)), want)
+  for bad in [True, np.bool_(True), 0, -2, 2.0]:
+    with pytest.raises(ValueError, match=f'chunk_size must be a positive int, got {bad!r}'):
+      lj.linear_attention(q, k, v, causal=True, chunk_size=bad)
+
+
+def test_linformer_projections_must_agree_on_k():
+  q, k, v = _qkv(n=8)
+  with pytest.raises(ValueError, match=r'same number of rows k; got k = 4 .* and k = 6'):
+    lj.linformer_attention(q, k, v, np.ones((4, 8), np.float32), np.ones((3, 6, 8), np.float32))
+
+
+def test_attend_dispatches_by_name_and_rejects_bad_calls():
+  q, k, v = _qkv(n=10)
+  mask = _key_mask(n=10)
+  e = RNG.normal(size=(4, 10)).astype(np.float32)
+  np.testing.assert_array_equal(lj.attend('linformer', q, k, v, key_mask=mask, projections=(e, e)),
+                                lj.linformer_attention(q, k, v, e, e, key_mask=mask))
+  for kind, (fn, _) in REFS.items():
+    np.testing.assert_array_equal(lj.attend(kind, q, k, v, key_mask=mask, causal=True, chunk_size=4),
+                                  fn(q, k, v, key_mask=mask, causal=True,
+                                     **({} if kind == 'softmax' else {'chunk_size': 4})))
+  with pytest.raises(ValueError, match="unknown attention kind 'performer'; valid: "):
+    lj.attend('performer', q, k, v)
+  with pytest.raises(ValueError, match='no causal form'):
+    lj.attend('linformer', q, k, v, causal=True, projections=(e, e))
+  with pytest.raises(ValueError, match=r'needs projections=\(e_proj, f_proj\)'):
+    lj.attend('linformer', q, k, v)
+  with pytest.raises(ValueError, match="for linformer attention only, not 'linear'"):
+    lj.attend('linear', q, k, v, projections=(e, e))
