@@ -5,9 +5,7 @@ modules, and the same kernels through `attention.attend`; `load_linen_params`
 copies a linen params tree in, so one set of weights gives one output in both.
 Dropout follows NNX: active until `model.eval()` (or a call with
 `deterministic=True`), drawing from the 'dropout' stream of the Rngs given at
-construction. With dtype='bfloat16' pass inputs already in bfloat16, as the
-linen Embedder makes them: NNX's LayerNorm rounds a float32 input to bfloat16
-before its statistics, linen's after, so float32 inputs differ by an ulp.
+construction.
 
     from flax import nnx
     import linformer_jax as lj
@@ -25,6 +23,14 @@ from linformer_jax.model_config import ModelConfig
 
 def _linformer_param(cfg, shape, rngs):
   return nnx.Param(_linformer_init(cfg.linformer_k)(rngs.params(), shape))
+
+
+def _layer_norm(cfg, rngs):
+  # No promotion: statistics, scale and bias in float32 and one cast to `dtype`
+  # at the end, as linen does; NNX's default first rounds x, scale and bias to
+  # bfloat16, an ulp away from the linen twin.
+  return nnx.LayerNorm(cfg.emb_dim, dtype=jnp.dtype(cfg.dtype), rngs=rngs,
+                       promote_dtype=lambda args, **_: args)
 
 
 def _check_width(x, cfg):
@@ -125,7 +131,7 @@ class EncoderBlock(nnx.Module):
   def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
     cfg = self.config = config
     e, dtype = cfg.emb_dim, jnp.dtype(cfg.dtype)
-    norm = lambda: nnx.LayerNorm(e, dtype=dtype, rngs=rngs)
+    norm = lambda: _layer_norm(cfg, rngs)
     # Absent branches are None, assigned once: NNX fixes an attribute's kind on first assignment.
     self.local_norm, self.local = ((norm(), LocalMixing(cfg, rngs=rngs)) if cfg.conv_width
                                    else (None, None))
@@ -170,7 +176,7 @@ class Encoder(nnx.Module):
     self.linformer_proj = (_linformer_param(cfg, (cfg.linformer_k, cfg.max_len), rngs)
                            if layerwise else None)
     self.blocks = nnx.List([EncoderBlock(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
-    self.final_norm = nnx.LayerNorm(cfg.emb_dim, dtype=jnp.dtype(cfg.dtype), rngs=rngs)
+    self.final_norm = _layer_norm(cfg, rngs)
 
   def __call__(self, x, key_mask=None, *, deterministic=None):
     """x: [batch, n, emb_dim], key_mask: [batch, n] bool -> [batch, n, emb_dim]."""

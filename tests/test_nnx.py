@@ -51,8 +51,7 @@ def test_encoder_matches_linen(attention, sharing):
 
 def test_bfloat16_matches_linen_exactly():
   cfg = lj.tiny(attention='linear', conv_width=3, dtype='bfloat16')
-  x, key_mask = _inputs()
-  x = x.astype(jnp.bfloat16)  # as the Embedder gives it (see the nnx module docstring)
+  x, key_mask = _inputs()  # float32 x: each first LayerNorm casts it
   _, want, module = _twins(lj.Encoder, ljnnx.Encoder, cfg, x, key_mask)
   got = module(x, key_mask)
   assert got.dtype == want.dtype == jnp.bfloat16
