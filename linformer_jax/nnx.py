@@ -5,7 +5,7 @@ modules, and the same kernels through `attention.attend`; `load_linen_params`
 copies a linen params tree in, so one set of weights gives one output in both.
 Dropout follows NNX: active until `model.eval()` (or a call with
 `deterministic=True`), drawing from the 'dropout' stream of the Rngs given at
-construction.
+construction. Needs flax >= 0.12.1 (nnx.List, LayerNorm's promote_dtype).
 
     from flax import nnx
     import linformer_jax as lj
@@ -13,12 +13,18 @@ construction.
     encoder = ljnnx.Encoder(lj.tiny(), rngs=nnx.Rngs(0))
     y = encoder(x, key_mask)                  # [batch, n, emb_dim] -> same
 """
+import inspect
+
+import flax
 import jax.numpy as jnp
 from flax import nnx
 
 from linformer_jax import attention as kernels
 from linformer_jax.layers import _linformer_init, rotary
 from linformer_jax.model_config import ModelConfig
+
+if 'promote_dtype' not in inspect.signature(nnx.LayerNorm.__init__).parameters:
+  raise ImportError(f'linformer_jax.nnx needs flax >= 0.12.1, found flax {flax.__version__}')
 
 
 def _linformer_param(cfg, shape, rngs):
