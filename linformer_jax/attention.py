@@ -355,10 +355,11 @@ def linear_attention(query, key, value, *, key_mask=None, causal=False, chunk_si
   """The paper's linear attention: softmax_feat(Q) · (softmax_seq(K)ᵀ V).
 
   Non-causal: softmax_seq runs over the unmasked keys. Causal: query i uses the
-  prefix j <= i, computed chunk-parallel over chunks of `chunk_size` (see
-  `_causal_linear_parallel` for the algebra), with an exact scan as fallback when
-  keys spread by more than 40 nats within a chunk. Cost O(n·d·d_v) time (causal
-  adds O(n·chunk·d)); memory O(n·d + d·d_v) (causal: O(n·d + (n/chunk)·d·d_v)).
+  prefix j <= i, over chunks of `chunk_size`: a lax.scan on CPU, chunk-parallel
+  elsewhere (`_causal_linear_parallel` has the algebra), exact also when keys
+  spread by more than 40 nats within a chunk (see `_causal_linear`). Cost
+  O(n·d·d_v) time (causal adds O(n·chunk·d)); memory O(n·d + d·d_v) (causal:
+  O(n·d + (n/chunk)·d·d_v), the per-chunk states the backward pass keeps).
   """
   _check_inputs('linear_attention', query, key, value, key_mask, causal, chunk_size)
   empty = _empty_output(query, key, value)
