@@ -2,6 +2,7 @@ r"""Kernel speed and memory against sequence length n, every attention side by s
 
   python benchmarks/kernels.py            # full: n = 512 .. 65536, linear kernels further
   python benchmarks/kernels.py --quick    # smoke run: n in {256, 1024}, few repetitions
+  python benchmarks/kernels.py --causal_ratio --ns 4096,65536   # causal vs non-causal only
 
 Each (kernel, mode, n) runs in a fresh process: compile, one warm-up call, then
 timed calls (median reported), and the process's peak RSS (on accelerators the
@@ -10,9 +11,17 @@ device's peak bytes in use) is its memory. Sizes whose estimated memory exceeds
 recorded as skipped, as are workers that time out or get killed.
 Outputs (--out, default benchmarks/results/kernels[_quick]/): kernels.json,
 kernels.md, kernels.png.
+
+--causal_ratio times the causal kernels against their non-causal forms side by
+side: one fresh process per n compiles every variant, then runs --reps rounds
+that call each once in turn, so load from other jobs hits all alike; it reports
+the minimum and median per variant (causal_ratio.json/.md in
+results/kernels_causal_ratio/). `linear_causal_parallel` forces the
+chunk-parallel form that linear_causal uses off CPU.
 """
 import argparse
 import concurrent.futures
+import json
 import math
 import os
 import sys
@@ -164,8 +173,96 @@ def _kernel_worker(spec):
               peak_memory_bytes=device_peak or rss)
 
 
+RATIO_VARIANTS = ('linear', 'linear_causal', 'linear_causal_parallel', 'elu_linear',
+                  'elu_linear_causal')
+
+
+def _parallel_causal_linear(chunk):
+  """linear_attention(causal=True) with the chunk-parallel form forced (no fallback)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from linformer_jax import attention as a  # pylint: disable=g-import-not-at-top
+
+  def fn(q, k, v):
+    qs, mask = jax.nn.softmax(q, axis=-1), jnp.ones(k.shape[:2] + (1, 1), k.dtype)
+    chunks = (a._to_chunks(qs, chunk), a._to_chunks(k, chunk),  # pylint: disable=protected-access
+              a._to_chunks(mask * jnp.ones_like(k[..., :1]), chunk), a._to_chunks(v, chunk))  # pylint: disable=protected-access
+    return a._from_chunks(a._causal_linear_parallel(*chunks)[0], k.shape[1])  # pylint: disable=protected-access
+  return fn
+
+
+def _ratio_worker(spec):
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  b, n, h, d = spec['batch'], spec['n'], spec['heads'], spec['head_dim']
+  q, k, v = (jax.random.normal(key, (b, n, h, d), jnp.float32)
+             for key in jax.random.split(jax.random.PRNGKey(0), 3))
+  compiled = {}
+  for variant in spec['variants']:
+    fn = (_parallel_causal_linear(spec['chunk']) if variant == 'linear_causal_parallel'
+          else _kernel_fn(variant, n, spec['chunk'])[0])
+    for mode in MODES:
+      step = jax.jit(fn) if mode == 'fwd' else jax.jit(jax.grad(
+          lambda q, k, v, fn=fn: fn(q, k, v).sum(), argnums=(0, 1, 2)))
+      compiled[variant, mode] = step.lower(q, k, v).compile()
+      jax.block_until_ready(compiled[variant, mode](q, k, v))  # warm-up
+  times = {key: [] for key in compiled}
+  for _ in range(spec['reps']):
+    for key, c in compiled.items():
+      tic = time.perf_counter()
+      jax.block_until_ready(c(q, k, v))
+      times[key].append(time.perf_counter() - tic)
+  return {'status': 'ok', 'device': harness.device_info(), 'peak_rss_bytes': harness.peak_rss(),
+          'times_s': {f'{var}/{mode}': t for (var, mode), t in times.items()}}
+
+
+def causal_ratio(args, script):
+  """Side-by-side causal/non-causal times, one process per n; writes causal_ratio.json/.md."""
+  host = harness.host_info()
+  ns = [int(x) for x in (args.ns or '4096,65536').split(',')]
+  variants = args.kernels.split(',') if args.kernels else list(RATIO_VARIANTS)
+  runs = []
+  for n in ns:
+    spec = dict(kind='ratio', n=n, batch=args.batch, heads=args.heads, head_dim=args.head_dim,
+                chunk=args.chunk, reps=args.reps, variants=variants)
+    result = harness.run_worker(script, spec, args.worker_overhead_s + 60 * args.reps)
+    runs.append(dict(result, n=n))
+    print(n, result.get('status'), result.get('reason', ''), flush=True)
+  rows = []
+  for run in runs:
+    if run['status'] != 'ok':
+      rows.append([run['n'], 'failed', run.get('reason', ''), '', '', ''])
+      continue
+    t = run['times_s']
+    for var in variants:
+      for mode in MODES:
+        base = 'elu_linear' if var.startswith('elu') else 'linear'
+        best, base_best = min(t[f'{var}/{mode}']), min(t[f'{base}/{mode}'])
+        rows.append([run['n'], var, mode, harness.fmt(best * 1e3), harness.fmt(harness.median(t[f'{var}/{mode}']) * 1e3),
+                     harness.fmt(best / base_best)])
+  report = {'benchmark': 'causal_ratio', 'command': 'python benchmarks/kernels.py ' + ' '.join(args.argv),
+            'host': host, 'settings': dict(batch=args.batch, heads=args.heads, head_dim=args.head_dim,
+                                           chunk=args.chunk, reps=args.reps),
+            'runs': runs, 'load_average_end': harness.load_average()}
+  device = next((r['device'] for r in runs if r['status'] == 'ok'), {})
+  md = '\n'.join([
+      '# Causal against non-causal kernels, side by side in one process per n', '',
+      f"Machine: {harness.machine_line(host, device)}; load at end {report['load_average_end']}.", '',
+      f"Batch {args.batch}, {args.heads} heads, head_dim {args.head_dim}, float32, chunk {args.chunk}; "
+      f'{args.reps} interleaved rounds after a warm-up call; ratio = min time / min time of the '
+      'non-causal kernel of the same family and mode.', '',
+      harness.markdown_table(['n', 'variant', 'mode', 'min ms', 'median ms', 'x non-causal'], rows)])
+  out = args.out or harness.default_out('kernels_causal_ratio', args.quick)
+  os.makedirs(out, exist_ok=True)
+  for ext, text in (('json', json.dumps(report, indent=1)), ('md', md)):
+    with open(os.path.join(out, f'causal_ratio.{ext}'), 'w') as f:
+      f.write(text + '\n')
+  print(md)
+
+
 def worker(spec):
-  harness.emit(_matmul_worker(spec) if spec['kind'] == 'matmul' else _kernel_worker(spec))
+  work = {'matmul': _matmul_worker, 'ratio': _ratio_worker}.get(spec['kind'], _kernel_worker)
+  harness.emit(work(spec))
 
 
 # ----------------------------------------------------------------------------- sweep
@@ -468,6 +565,8 @@ def figure(report):
 def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--quick', action='store_true', help='smoke run: tiny sizes, minutes')
+  p.add_argument('--causal_ratio', action='store_true',
+                 help='only causal vs non-causal, side by side in one process per n (--ns)')
   p.add_argument('--out', help='results folder (default benchmarks/results/kernels[_quick])')
   p.add_argument('--worker', help=argparse.SUPPRESS)
   p.add_argument('--kernels', help='comma-separated subset of kernels')
@@ -506,16 +605,19 @@ def parse_args(argv):
     args.reps, args.rep_budget_s, args.max_run_s = 3, 1.0, 10.0
     args.worker_overhead_s, args.matmul_size, args.jobs = 300.0, 1024, 2
   args.worker_env = harness.quick_env() if args.quick else None
+  args.argv = argv
   return args
 
 
 def main(argv):
   args = parse_args(argv)
   if args.worker:
-    import json  # pylint: disable=g-import-not-at-top
     worker(json.loads(args.worker))
     return
   script = os.path.abspath(__file__)
+  if args.causal_ratio:
+    causal_ratio(args, script)
+    return
   out = args.out or harness.default_out('kernels', args.quick)
   settings = dict(batch=args.batch, heads=args.heads, head_dim=args.head_dim, chunk=args.chunk,
                   reps=args.reps, rep_budget_s=args.rep_budget_s)

@@ -248,32 +248,32 @@ def _causal_linear_parallel(qs, k, w, v):
   return out, den
 
 
-def _causal_linear_scan(qs, k, w, v, exact=False):
-  """Causal linear attention as a lax.scan over chunks; same inputs as the parallel form.
+def _causal_linear_scan(qs, k, w, v):
+  """Exact causal linear attention, a lax.scan over chunks; same inputs as the parallel form.
 
   The carry is the running (max M, z, S); each chunk is shifted by M at its end
-  and computed like one chunk of `_causal_linear_parallel`. Returns (out
-  [b, h, N, C, e], underflow): whether some position with a real key got a
-  denominator below exp(-_MAX_SHIFT). With `exact`, such chunks instead take a
-  pairwise C×C×d path that normalises each position by its own prefix max M_i
-  (e[i, j] = exp(k_j - M_i) <= 1), under a per-chunk lax.cond.
+  and computed like one chunk of `_causal_linear_parallel`. A chunk where some
+  position with a real key gets a denominator below exp(-_MAX_SHIFT) takes,
+  under a per-chunk lax.cond, a pairwise C×C×d path that normalises each
+  position by its own prefix max M_i (e[i, j] = exp(k_j - M_i) <= 1).
+  Returns out [b, h, N, C, e].
   """
   size = k.shape[-2]
   tril = _tril(size)
   prefix_sum = functools.partial(jnp.einsum, 'ij,bhjd->bhid', tril.astype(k.dtype))
   b, h, _, _, d = k.shape
   init = (jnp.full((b, h, d), _NEG, k.dtype), jnp.zeros((b, h, d), k.dtype),
-          jnp.zeros((b, h, d, v.shape[-1]), k.dtype), jnp.zeros((), bool))
+          jnp.zeros((b, h, d, v.shape[-1]), k.dtype))
 
   def body(carry, chunk):
-    m_prev, z, s, underflow = carry
+    m_prev, z, s = carry
     qs, k, w, v = chunk
     m_c = lax.stop_gradient(jnp.maximum(m_prev, jnp.max(k, axis=2)))
     decay = jnp.exp(m_prev - m_c)
     p = w * jnp.exp(k - m_c[:, :, None])
     den = prefix_sum(p) + (decay * z)[:, :, None]
     has_key = (prefix_sum(w) > 0) | (z[:, :, None, :1] > 0)
-    chunk_underflow = jnp.any(has_key & (den < math.exp(-_MAX_SHIFT)))
+    needs_exact = jnp.any(has_key & (den < math.exp(-_MAX_SHIFT)))
 
     def factorised():
       qn = _safe_div(qs, den)
@@ -290,35 +290,30 @@ def _causal_linear_scan(qs, k, w, v, exact=False):
       qn = _safe_div(qs, jnp.sum(e, axis=3) + carried * z[:, :, None])
       return jnp.einsum('bhid,bhijd->bhij', qn, e), qn * carried
 
-    if exact:
-      # Checkpointed, so that differentiating the cond does not save the unused
-      # pairwise branch's C×C×d residuals (zeros) for every chunk.
-      scores, q_carried = lax.cond(chunk_underflow, jax.checkpoint(pairwise), factorised)
-    else:
-      scores, q_carried = factorised()
+    # Checkpointed, so that differentiating the cond does not save the unused
+    # pairwise branch's C×C×d residuals (zeros) for every chunk.
+    scores, q_carried = lax.cond(needs_exact, jax.checkpoint(pairwise), factorised)
     out = jnp.einsum('bhcd,bhde->bhce', q_carried, s) + jnp.einsum('bhij,bhje->bhie', scores, v)
     return (m_c, z * decay + jnp.sum(p, axis=2),
-            s * decay[..., None] + jnp.einsum('bhjd,bhje->bhde', p, v),
-            underflow | chunk_underflow), out
+            s * decay[..., None] + jnp.einsum('bhjd,bhje->bhde', p, v)), out
 
   xs = tuple(jnp.moveaxis(x, 2, 0) for x in (qs, k, w, v))
   # Rematerialised body: the backward pass keeps only each chunk's inputs and carry.
-  (_, _, _, underflow), out = lax.scan(jax.checkpoint(body), init, xs)
-  return jnp.moveaxis(out, 0, 2), underflow
+  _, out = lax.scan(jax.checkpoint(body), init, xs)
+  return jnp.moveaxis(out, 0, 2)
 
 
 def _causal_linear(qs, k, mask, v, chunk_size):
   """Causal linear attention: [b, n, h, *] inputs (already upcast, k masked) -> [b, n, h, e].
 
-  A fast form first: on CPU the scan (`_causal_linear_scan`), whose chunks stay
-  in cache; elsewhere the chunk-parallel form (`_causal_linear_parallel`), which
-  has no sequential steps. On 2 CPU cores at n = 4096 and 65536 the scan was 1.5-2.5x
-  faster than the parallel form, forward and backward (benchmarks/kernels.py
-  --causal_ratio). If some position with a real key got a denominator below
-  exp(-_MAX_SHIFT) (keys spread by more than _MAX_SHIFT nats within a chunk),
-  one global lax.cond recomputes the whole call with the exact scan; that branch
-  is checkpointed, so calls that never take it keep none of its residuals for
-  the backward pass. Under vmap with a batched condition both branches run.
+  On CPU the exact scan (`_causal_linear_scan`), whose chunks stay in cache: on
+  2 cores it beat the chunk-parallel form from n = 4096 to 65536, forward and
+  backward (benchmarks/kernels.py --causal_ratio). Elsewhere the chunk-parallel
+  form (`_causal_linear_parallel`), which has no sequential steps; if some
+  position with a real key got a denominator below exp(-_MAX_SHIFT) (keys spread
+  by more than _MAX_SHIFT nats within a chunk), one global lax.cond recomputes
+  the call with the exact scan, checkpointed so that calls that never take it
+  keep none of its residuals. Under vmap with a batched condition both run.
   """
   n = k.shape[1]
   chunks = (_to_chunks(qs, chunk_size), _to_chunks(k, chunk_size, constant_values=_NEG),
@@ -328,11 +323,11 @@ def _causal_linear(qs, k, mask, v, chunk_size):
     out, den = _causal_linear_parallel(*chunks)
     # A real key at or before each position.
     has_key = _to_chunks((jnp.cumsum(mask[:, :, 0, 0], axis=1) > 0)[:, :, None, None], chunk_size)
-    return out, jnp.any(has_key & (den < math.exp(-_MAX_SHIFT)))
+    underflow = jnp.any(has_key & (den < math.exp(-_MAX_SHIFT)))
+    return lax.cond(underflow, lambda out, *xs: jax.checkpoint(_causal_linear_scan)(*xs),
+                    lambda out, *xs: out, out, *chunks)
 
-  out, underflow = lax.platform_dependent(*chunks, cpu=_causal_linear_scan, default=parallel)
-  exact = jax.checkpoint(functools.partial(_causal_linear_scan, exact=True))
-  out = lax.cond(underflow, lambda out, *xs: exact(*xs)[0], lambda out, *xs: out, out, *chunks)
+  out = lax.platform_dependent(*chunks, cpu=_causal_linear_scan, default=parallel)
   return _from_chunks(out, n)
 
 
@@ -360,10 +355,11 @@ def linear_attention(query, key, value, *, key_mask=None, causal=False, chunk_si
   """The paper's linear attention: softmax_feat(Q) · (softmax_seq(K)ᵀ V).
 
   Non-causal: softmax_seq runs over the unmasked keys. Causal: query i uses the
-  prefix j <= i, computed chunk-parallel over chunks of `chunk_size` (see
-  `_causal_linear_parallel` for the algebra), with an exact scan as fallback when
-  keys spread by more than 40 nats within a chunk. Cost O(n·d·d_v) time (causal
-  adds O(n·chunk·d)); memory O(n·d + d·d_v) (causal: O(n·d + (n/chunk)·d·d_v)).
+  prefix j <= i, over chunks of `chunk_size`: a lax.scan on CPU, chunk-parallel
+  elsewhere (`_causal_linear_parallel` has the algebra), exact also when keys
+  spread by more than 40 nats within a chunk (see `_causal_linear`). Cost
+  O(n·d·d_v) time (causal adds O(n·chunk·d)); memory O(n·d + d·d_v) (causal:
+  O(n·d + (n/chunk)·d·d_v), the per-chunk states the backward pass keeps).
   """
   _check_inputs('linear_attention', query, key, value, key_mask, causal, chunk_size)
   empty = _empty_output(query, key, value)
@@ -384,6 +380,27 @@ def _phi(x):
   return jax.nn.elu(x) + 1.0
 
 
+def _causal_elu_parallel(phi_q, phi_k, v1):
+  """Causal numerators phi(q_i)·sum_{j<=i} phi(k_j) v1_jᵀ on [b, h, N, C, *] chunks, all at once:
+  each chunk's phi(k)ᵀ v1, an exclusive cumsum over chunks, plus the masked C×C term."""
+  s_prev = _exclusive(jnp.cumsum(jnp.einsum('bhncd,bhnce->bhnde', phi_k, v1), axis=2), 0.0, 2)
+  return jnp.einsum('bhncd,bhnde->bhnce', phi_q, s_prev) + _intra_chunk(phi_q, phi_k, v1)
+
+
+def _causal_elu_scan(phi_q, phi_k, v1):
+  """The same numerators by a lax.scan over chunks carrying sum phi(k) v1ᵀ (faster on CPU)."""
+  b, h, _, _, d = phi_k.shape
+
+  def body(s, chunk):
+    a, kk, vv = chunk
+    out = jnp.einsum('bhcd,bhde->bhce', a, s) + _intra_chunk(a, kk, vv)
+    return s + jnp.einsum('bhjd,bhje->bhde', kk, vv), out
+
+  xs = tuple(jnp.moveaxis(x, 2, 0) for x in (phi_q, phi_k, v1))
+  _, out = lax.scan(jax.checkpoint(body), jnp.zeros((b, h, d, v1.shape[-1]), v1.dtype), xs)
+  return jnp.moveaxis(out, 0, 2)
+
+
 @functools.partial(jax.jit, static_argnames=('causal', 'chunk_size'))
 def elu_linear_attention(query, key, value, *, key_mask=None, causal=False, chunk_size=64):
   """Kernelised linear attention of Katharopoulos et al. 2020, with phi = elu + 1.
@@ -391,7 +408,8 @@ def elu_linear_attention(query, key, value, *, key_mask=None, causal=False, chun
     out_i = phi(q_i)ᵀ sum_j phi(k_j) v_jᵀ / phi(q_i)ᵀ sum_j phi(k_j)
 
   over unmasked j (and j <= i when causal: per chunk, phi(q_i) times the sum of
-  the earlier chunks' phi(k) vᵀ (an exclusive cumsum) plus a masked C×C term).
+  the earlier chunks' phi(k) vᵀ plus a masked C×C term; a scan on CPU, an
+  exclusive cumsum over chunks elsewhere).
   Cost O(n·d·d_v) time (causal adds O(n·chunk·d)), O(n·d + d·d_v) memory
   (causal: O(n·d + (n/chunk)·d·d_v)).
   """
@@ -406,11 +424,8 @@ def elu_linear_attention(query, key, value, *, key_mask=None, causal=False, chun
   v1 = jnp.concatenate([v, jnp.ones(v.shape[:-1] + (1,), v.dtype)], axis=-1)
   if causal:
     n = k.shape[1]
-    chunk = _chunk_for(chunk_size, n)
-    phi_q, phi_k, v1 = (_to_chunks(x, chunk) for x in (phi_q, phi_k, v1))
-    s_prev = _exclusive(jnp.cumsum(jnp.einsum('bhncd,bhnce->bhnde', phi_k, v1), axis=2), 0.0, 2)
-    num = jnp.einsum('bhncd,bhnde->bhnce', phi_q, s_prev) + _intra_chunk(phi_q, phi_k, v1)
-    num = _from_chunks(num, n)
+    chunks = tuple(_to_chunks(x, _chunk_for(chunk_size, n)) for x in (phi_q, phi_k, v1))
+    num = _from_chunks(lax.platform_dependent(*chunks, cpu=_causal_elu_scan, default=_causal_elu_parallel), n)
   else:  # head-major, as in linear_attention
     phi_q, phi_k, v1 = _heads_first(phi_q), _heads_first(phi_k), _heads_first(v1)
     num = _heads_first(jnp.einsum('bhnd,bhde->bhne', phi_q, jnp.einsum('bhnd,bhne->bhde', phi_k, v1)))
