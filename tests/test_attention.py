@@ -324,3 +324,139 @@ def test_jaxpr_walker_sees_quadratic_arrays():
   fn = lambda q, k, v, m: lj.softmax_attention(q, k, v, key_mask=m)
   for jaxpr in _jaxprs(fn, n, h, d):
     assert _largest_intermediate(jaxpr) >= h * n * n
+
+
+# --- Causal gradients against an explicit float64 n×n reference ---
+
+def _ref_causal_linear_jnp(q, k, v, mask):
+  """The causal formula written out with [b, h, i, j, f] weights, in jnp (differentiable).
+
+  out_i = sum_f softmax_feat(q_i)_f · sum_{j<=i, real} softmax_j(k_jf) v_j
+  """
+  n = q.shape[1]
+  allowed = jnp.tril(jnp.ones((n, n), bool))[None] & mask[:, None, :]  # [b, i, j]
+  logits = jnp.where(allowed[:, None, :, :, None],
+                     jnp.einsum('bjhf->bhjf', k)[:, :, None], -1e300)  # [b, h, i, j, f]
+  weights = jax.nn.softmax(logits, axis=3)
+  weights = jnp.where(allowed.any(-1)[:, None, :, None, None], weights, 0.0)
+  qs = jax.nn.softmax(q, axis=-1)
+  return jnp.einsum('bihf,bhijf,bjhe->bihe', qs, weights, v)
+
+
+def test_causal_gradient_at_the_running_max_key():
+  # The key that is a position's running max used to get half its gradient.
+  with jax.enable_x64(True):
+    k = jnp.array([0.0, 0, 0, 50]).reshape(1, 4, 1, 1)
+    q = jnp.zeros((1, 4, 1, 1))
+    v = jnp.arange(1.0, 5.0).reshape(1, 4, 1, 1)
+    ref = jax.grad(lambda k: _ref_causal_linear_jnp(q, k, v, jnp.ones((1, 4), bool)).sum())(k)
+    for chunk_size in [1, 2, 4]:
+      got = jax.grad(lambda k: lj.linear_attention(q, k, v, causal=True, chunk_size=chunk_size).sum())(k)
+      np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-14, err_msg=f'chunk_size={chunk_size}')
+    np.testing.assert_allclose(np.ravel(ref), [-7 / 12, 1 / 4, 1 / 3, 0], rtol=1e-12)
+
+
+def _causal_forms(mask, chunk_size):
+  """Each causal form of linear_attention as fn(q, k, v): the public kernel, and its two
+  internal forms called directly (the public one picks the scan only when it must)."""
+  from linformer_jax import attention  # pylint: disable=g-import-not-at-top
+
+  def internal(form):
+    def fn(q, k, v):
+      qs = jax.nn.softmax(q, axis=-1)
+      w = mask[:, :, None, None].astype(k.dtype)
+      k = jnp.where(w > 0, k, attention._NEG)
+      chunks = (attention._to_chunks(qs, chunk_size),
+                attention._to_chunks(k, chunk_size, constant_values=attention._NEG),
+                attention._to_chunks(w * jnp.ones_like(k[..., :1]), chunk_size),
+                attention._to_chunks(v, chunk_size))
+      out = form(*chunks)
+      return attention._from_chunks(out[0] if isinstance(out, tuple) else out, q.shape[1])
+    return jax.jit(fn)
+
+  return {'public': lambda q, k, v: lj.linear_attention(q, k, v, key_mask=mask, causal=True,
+                                                        chunk_size=chunk_size),
+          'parallel': internal(attention._causal_linear_parallel),
+          'scan': internal(attention._causal_linear_scan)}
+
+
+# Keys ×1: every form is exact. Keys ×30 with an outlier: spreads of hundreds of nats within a
+# chunk, where the parallel form's shifted denominators underflow (the public kernel then
+# falls back to the scan).
+@pytest.mark.slow  # ~12 compilations of each form, forward and backward: ~30-100 s
+@pytest.mark.parametrize('key_scale,outlier,forms', [(1.0, 0.0, ('public', 'parallel', 'scan')),
+                                                     (30.0, 200.0, ('public', 'scan'))])
+def test_causal_linear_gradients_match_explicit_reference(key_scale, outlier, forms):
+  """Every chunk size (n = 37 a multiple of none but 1), with padding, against the float64 reference."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(2)
+    b, n, h, d, dv = 2, 37, 2, 4, 3
+    q, k = rng.normal(size=(2, b, n, h, d))
+    k = key_scale * k
+    k[0, 11, 1] += outlier  # a key that dwarfs everything before it
+    v = rng.normal(size=(b, n, h, dv))
+    mask = rng.random((b, n)) > 0.25
+    mask[1, :4] = False  # leading padding: positions with no real key yet
+    cot = rng.normal(size=(b, n, h, dv))
+    q, k, v, mask, cot = map(jnp.asarray, (q, k, v, mask, cot))
+    ref = lambda q, k, v: _ref_causal_linear_jnp(q, k, v, mask)
+    loss = lambda fn: lambda q, k, v: jnp.sum(fn(q, k, v) * cot)
+    want = jax.grad(loss(ref), argnums=(0, 1, 2))(q, k, v)
+    for chunk_size in [1, 8, 64, 10]:
+      for form in forms:
+        fn = _causal_forms(mask, chunk_size)[form]
+        where = f'{form}, chunk_size={chunk_size}'
+        np.testing.assert_allclose(fn(q, k, v), ref(q, k, v), rtol=1e-10, atol=1e-12, err_msg=where)
+        got = jax.jit(jax.grad(loss(fn), argnums=(0, 1, 2)))(q, k, v)
+        for name, g, w in zip('qkv', got, want):
+          np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-11, err_msg=f'd/d{name}, {where}')
+
+
+# --- Edge inputs and the entry point by name ---
+
+@pytest.mark.parametrize('kind', lj.KINDS)
+@pytest.mark.parametrize('q_len,kv_len', [(0, 0), (0, 5), (5, 0)])
+def test_empty_sequences_give_empty_or_zero_outputs(kind, q_len, kv_len):
+  causal = q_len == kv_len and kind != 'linformer'
+  q = jnp.ones((2, q_len, 3, 4), jnp.bfloat16)
+  k = jnp.ones((2, kv_len, 3, 4), jnp.bfloat16)
+  v = jnp.ones((2, kv_len, 3, 5), jnp.bfloat16)
+  proj = (jnp.ones((2, 8)),) * 2 if kind == 'linformer' else None
+  out = lj.attend(kind, q, k, v, causal=causal, projections=proj)
+  assert out.shape == (2, q_len, 3, 5) and out.dtype == jnp.bfloat16
+  assert (np.asarray(out, np.float32) == 0).all()
+
+
+def test_chunk_size_accepts_numpy_ints_and_rejects_bools():
+  q, k, v = _qkv(n=9)
+  want = lj.linear_attention(q, k, v, causal=True, chunk_size=4)
+  np.testing.assert_array_equal(lj.linear_attention(q, k, v, causal=True, chunk_size=np.int64(4)), want)
+  for bad in [True, np.bool_(True), 0, -2, 2.0]:
+    with pytest.raises(ValueError, match=f'chunk_size must be a positive int, got {bad!r}'):
+      lj.linear_attention(q, k, v, causal=True, chunk_size=bad)
+
+
+def test_linformer_projections_must_agree_on_k():
+  q, k, v = _qkv(n=8)
+  with pytest.raises(ValueError, match=r'same number of rows k; got k = 4 .* and k = 6'):
+    lj.linformer_attention(q, k, v, np.ones((4, 8), np.float32), np.ones((3, 6, 8), np.float32))
+
+
+def test_attend_dispatches_by_name_and_rejects_bad_calls():
+  q, k, v = _qkv(n=10)
+  mask = _key_mask(n=10)
+  e = RNG.normal(size=(4, 10)).astype(np.float32)
+  np.testing.assert_array_equal(lj.attend('linformer', q, k, v, key_mask=mask, projections=(e, e)),
+                                lj.linformer_attention(q, k, v, e, e, key_mask=mask))
+  for kind, (fn, _) in REFS.items():
+    np.testing.assert_array_equal(lj.attend(kind, q, k, v, key_mask=mask, causal=True, chunk_size=4),
+                                  fn(q, k, v, key_mask=mask, causal=True,
+                                     **({} if kind == 'softmax' else {'chunk_size': 4})))
+  with pytest.raises(ValueError, match="unknown attention kind 'performer'; valid: "):
+    lj.attend('performer', q, k, v)
+  with pytest.raises(ValueError, match='no causal form'):
+    lj.attend('linformer', q, k, v, causal=True, projections=(e, e))
+  with pytest.raises(ValueError, match=r'needs projections=\(e_proj, f_proj\)'):
+    lj.attend('linformer', q, k, v)
+  with pytest.raises(ValueError, match="for linformer attention only, not 'linear'"):
+    lj.attend('linear', q, k, v, projections=(e, e))
