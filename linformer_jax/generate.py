@@ -11,6 +11,7 @@ new byte costs one `LanguageModel.decode` step. Tokens are drawn from the bytes
 and EOS only (PAD, MASK and CLS are never targets); temperature 0 is greedy
 (argmax). EOS, the end of a document, prints as a line break.
 """
+import functools
 import json
 import os
 import sys
@@ -75,10 +76,10 @@ def load_model(workdir: str):
   # restore of the item the training loop's StandardCheckpointHandler wrote.
   target = {'params': jax.eval_shape(model.init, jax.random.key(0),
                                      jnp.zeros((1, 1), jnp.int32))['params']}
-  restored = ocp.PyTreeCheckpointer().restore(
-      os.path.join(directory, str(step), ocp.checkpoint_manager.DEFAULT_ITEM_NAME), args=ocp.args.PyTreeRestore(
-          target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-          partial_restore=True))
+  path = os.path.join(directory, str(step), ocp.checkpoint_manager.DEFAULT_ITEM_NAME)
+  restored = ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
+      target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+      partial_restore=True))
   return model, restored['params'], step
 
 
@@ -132,25 +133,30 @@ def generate(model, params, prompt: str, num_tokens: int, *, temperature: float 
         f'{limit - len(ids) + 1} tokens.')
   if num_tokens == 0:
     return np.zeros((0,), np.int32)
-  pick = lambda logits, rng: sample(logits, rng, temperature=temperature, top_k=top_k)
-
-  @jax.jit
-  def prefill(params, ids, rng):
-    logits, cache = model.apply({'params': params}, ids, method=layers.LanguageModel.prefill)
-    return pick(logits[:, -1], rng), cache
-
-  @jax.jit
-  def step(params, token, cache, rng):
-    logits, cache = model.apply({'params': params}, token, cache, method=layers.LanguageModel.decode)
-    return pick(logits, rng), cache
-
+  how = dict(model=model, temperature=temperature, top_k=top_k)
   rngs = jax.random.split(jax.random.key(seed), num_tokens)
-  token, cache = prefill(params, jnp.asarray(ids)[None], rngs[0])
+  token, cache = _prefill(params, jnp.asarray(ids)[None], rngs[0], **how)
   out = [token]
   for rng in rngs[1:]:
-    token, cache = step(params, token, cache, rng)
+    token, cache = _step(params, token, cache, rng, **how)
     out.append(token)
   return np.asarray(jnp.concatenate(out))
+
+
+# Compiled once per (model, sampling settings, prompt length), not per call.
+_STATIC = ('model', 'temperature', 'top_k')
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _prefill(params, ids, rng, *, model, temperature, top_k):
+  logits, cache = model.apply({'params': params}, ids, method=layers.LanguageModel.prefill)
+  return sample(logits[:, -1], rng, temperature=temperature, top_k=top_k), cache
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _step(params, token, cache, rng, *, model, temperature, top_k):
+  logits, cache = model.apply({'params': params}, token, cache, method=layers.LanguageModel.decode)
+  return sample(logits, rng, temperature=temperature, top_k=top_k), cache
 
 
 def to_text(ids) -> str:
