@@ -187,8 +187,7 @@ class EncoderBlock(nn.Module):
                           key_mask))
     if cfg.attention != 'none':
       y = branch('attention', MultiHeadAttention(cfg, name='attention'),
-                 nn.LayerNorm(dtype=dtype)(x), key_mask, shared_proj,
-                 **({'offset': offset} if decoding else {}))
+                 nn.LayerNorm(dtype=dtype)(x), key_mask, shared_proj, offset=offset)
       x = x + drop(y)
     y = nn.Dense(cfg.mlp_dim, dtype=dtype)(nn.LayerNorm(dtype=dtype)(x))
     y = nn.Dense(cfg.emb_dim, dtype=dtype)(drop(nn.gelu(y)))
