@@ -1,4 +1,4 @@
-"""Masked-LM input pipeline over byte-level text (numpy, tf.data, TFDS; no JAX).
+"""Masked-LM and next-byte input pipeline over byte-level text (numpy, tf.data, TFDS; no JAX).
 
 Text comes from `config.text_files` (a glob) or, if that is empty, the TFDS
 dataset `config.dataset` (default `stdlib_docs`, prepared locally on first use).
@@ -19,6 +19,9 @@ are scored: each can be copied from the first, (seq_len - 1) // 2 positions
 back, unless that byte was selected there too (a mask_rate share of them; 0.9 of
 those are hidden by MASK or a random byte, the rest left as they are). Local
 mixing alone cannot reach that far; attention can.
+
+With `next_byte=True` (the 'lm' task) the same rows are served unmasked for
+next-byte prediction: `next_byte_batch`.
 """
 from collections.abc import Iterable, Iterator
 import difflib
@@ -70,11 +73,14 @@ def decode(ids) -> str:
 # Config validation.
 
 
-def check_config(config) -> None:
-  """Raises ValueError for a config the pipeline cannot serve; cheap, offline."""
+def check_config(config, *, next_byte: bool = False) -> None:
+  """Raises ValueError for a config the pipeline cannot serve; cheap, offline.
+
+  `next_byte`: for next-byte batches, which ignore config.mask_rate.
+  """
   if config.seq_len < 2:
     raise ValueError(f'config.seq_len={config.seq_len} must be >= 2 (CLS plus one token).')
-  if not 0.0 < config.mask_rate < 1.0:
+  if not next_byte and not 0.0 < config.mask_rate < 1.0:
     raise ValueError(f'config.mask_rate={config.mask_rate} must be in the open interval (0, 1).')
   if config.batch_size < 1:
     raise ValueError(f'config.batch_size={config.batch_size} must be >= 1.')
@@ -331,10 +337,24 @@ def repeat_passage(rows: np.ndarray, seq_len: int) -> np.ndarray:
   return out
 
 
+def next_byte_batch(tokens: np.ndarray) -> Batch:
+  """Next-token targets of token rows [b, n] -> {'inputs', 'targets', 'weights'}, each [b, n].
+
+  inputs = tokens; targets[:, i] = tokens[:, i + 1] (PAD after the last
+  position, whose successor is not in the row); weights are 1.0 where the
+  target is a byte or EOS, 0.0 on PAD.
+  """
+  targets = np.pad(tokens[:, 1:], ((0, 0), (0, 1)), constant_values=PAD_ID).astype(np.int32)
+  return {'inputs': tokens.astype(np.int32), 'targets': targets,
+          'weights': ((targets < 256) | (targets == EOS_ID)).astype(np.float32)}
+
+
 def _batch(rows: np.ndarray, indices: np.ndarray, rng: np.random.Generator, mask_rate: float,
-           local: slice, score_from: int = 0) -> Batch:
-  """This process' rows of the global batch `rows[indices]`, masked; only
-  positions >= score_from are scored."""
+           local: slice, score_from: int = 0, next_byte: bool = False) -> Batch:
+  """This process' rows of the global batch `rows[indices]`, masked (or
+  next_byte_batch); only positions >= score_from are scored."""
+  if next_byte:
+    return next_byte_batch(rows[indices[local]])
   # Draw for the whole global batch so that every process slices the same
   # random numbers: shards concatenate to the single-process batch.
   draws = _draws(rng, (len(indices), rows.shape[1]))
@@ -344,8 +364,8 @@ def _batch(rows: np.ndarray, indices: np.ndarray, rng: np.random.Generator, mask
   return batch
 
 
-def create_datasets(config, *, start_step: int = 0, process_index: int = 0,
-                    process_count: int = 1) -> tuple[Iterator[Batch], list[Batch]]:
+def create_datasets(config, *, start_step: int = 0, process_index: int = 0, process_count: int = 1,
+                    next_byte: bool = False) -> tuple[Iterator[Batch], list[Batch]]:
   """Returns (train_iter, eval_batches) of per-process numpy batches.
 
   Each batch holds `inputs` int32, `targets` int32 and `weights` float32, all
@@ -358,9 +378,11 @@ def create_datasets(config, *, start_step: int = 0, process_index: int = 0,
   Training rows are capped at `config.max_train_sequences` (default
   DEFAULT_MAX_TRAIN_TOKENS // seq_len), read from the start of the train split.
   With config.repeat_passage, rows hold a passage twice and only the second
-  copy is scored (module docstring).
+  copy is scored (module docstring). `next_byte`: unmasked batches of the same
+  rows (`next_byte_batch`).
   """
-  check_config(config)
+  check_config(config, next_byte=next_byte)
+  mask_rate = None if next_byte else config.mask_rate
   seq_len, global_batch = config.seq_len, config.batch_size
   local = batching.process_slice(global_batch, process_index, process_count)
   source = _source(config)
@@ -379,14 +401,14 @@ def create_datasets(config, *, start_step: int = 0, process_index: int = 0,
     for i in range(num_eval_batches):
       indices = np.arange(i * global_batch, (i + 1) * global_batch) % len(eval_rows)
       rng = np.random.default_rng([_EVAL_SEED, _EVAL_TAG, i])
-      eval_batches.append(_batch(eval_rows, indices, rng, config.mask_rate, local, score_from))
+      eval_batches.append(_batch(eval_rows, indices, rng, mask_rate, local, score_from, next_byte))
 
   def train_iter():
     step = start_step
     while True:
       indices = batching.global_batch_indices(step, global_batch, len(train_rows), config.seed)
       rng = np.random.default_rng([config.seed, _TRAIN_TAG, step])
-      yield _batch(train_rows, indices, rng, config.mask_rate, local, score_from)
+      yield _batch(train_rows, indices, rng, mask_rate, local, score_from, next_byte)
       step += 1
 
   return train_iter(), eval_batches
@@ -396,36 +418,42 @@ def create_datasets(config, *, start_step: int = 0, process_index: int = 0,
 # Baselines.
 
 
-def byte_entropies(train_rows: np.ndarray, eval_rows: np.ndarray) -> dict:
-  """Cross-entropies (nats per byte) of eval_rows' bytes under train_rows' byte statistics.
+def byte_entropies(train_rows: np.ndarray, eval_rows: np.ndarray, *,
+                   with_eos: bool = False) -> dict:
+  """Cross-entropies (nats per token) of eval_rows' bytes under train_rows' byte statistics.
 
-  Every byte token (0..255: the tokens masking may select) of `eval_rows`
-  [m, n] is scored by a unigram model p(x) and a previous-token bigram model
-  p(x | token before x: a byte, CLS or EOS), both counted over `train_rows`
-  [r, n] with add-one (Laplace) smoothing over the 256 byte values. O(r n).
+  Every byte token (0..255: the tokens masking may select; with `with_eos`
+  also EOS: the next-byte targets) of `eval_rows` [m, n] is scored by a
+  unigram model p(x) and a previous-token bigram model p(x | token before x: a
+  byte, CLS or EOS), both counted over `train_rows` [r, n] with add-one
+  (Laplace) smoothing over the scored values (256, or 257). O(r n).
   Returns {'baseline_unigram_loss', 'baseline_bigram_loss'}.
   """
+  # EOS is counted as value 256, so the tables stay dense.
+  size = 257 if with_eos else 256
+
   def pairs(rows):
     prev, cur = rows[:, :-1].astype(np.int64).ravel(), rows[:, 1:].astype(np.int64).ravel()
-    keep = cur < 256
-    return prev[keep], cur[keep]
+    keep = (cur < 256) | (with_eos & (cur == EOS_ID))
+    return prev[keep], np.minimum(cur[keep], 256)
 
   prev, cur = pairs(train_rows)
-  unigram = np.bincount(cur, minlength=256).astype(np.float64)
-  bigram = np.bincount(prev * 256 + cur, minlength=VOCAB_SIZE * 256).reshape(VOCAB_SIZE, 256)
-  log_unigram = np.log((unigram + 1) / (unigram.sum() + 256))
-  log_bigram = np.log((bigram + 1) / (bigram.sum(axis=1, keepdims=True) + 256))
+  unigram = np.bincount(cur, minlength=size).astype(np.float64)
+  bigram = np.bincount(prev * size + cur, minlength=VOCAB_SIZE * size).reshape(VOCAB_SIZE, size)
+  log_unigram = np.log((unigram + 1) / (unigram.sum() + size))
+  log_bigram = np.log((bigram + 1) / (bigram.sum(axis=1, keepdims=True) + size))
   prev, cur = pairs(eval_rows)
   return {'baseline_unigram_loss': float(-log_unigram[cur].mean()),
           'baseline_bigram_loss': float(-log_bigram[prev, cur].mean())}
 
 
-def baselines(config) -> dict:
+def baselines(config, *, next_byte: bool = False) -> dict:
   """`byte_entropies` of the validation split under the training rows' statistics.
 
   Both splits are read as create_datasets reads them, capped at the training
   cap (cached: the train rows are reused), so a data problem raises here.
+  `next_byte`: EOS is scored too, as in next-byte batches.
   """
   source, max_rows = _source(config), _max_train_sequences(config)
   return byte_entropies(_rows(source, 'train', config.seq_len, max_rows),
-                        _rows(source, 'validation', config.seq_len, max_rows))
+                        _rows(source, 'validation', config.seq_len, max_rows), with_eos=next_byte)

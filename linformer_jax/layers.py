@@ -1,9 +1,17 @@
-"""Flax linen modules around the kernels: attention, encoder, MLM and classifier models."""
+"""Flax linen modules around the kernels: attention, encoder, MLM, LM and classifier models.
+
+Causal modules also decode incrementally. Their `__call__` takes `prefill=True`
+(the whole prompt in parallel; returns (out, cache), the state after it) or a
+`cache` (x holds the next token only, [batch, 1, ...]; returns (out, new cache)).
+A cache is a dict of arrays: per attention layer the kernel's decoding state
+(`attention.decode_init`), per causal convolution its last conv_width - 1 inputs.
+"""
 import math
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from jax import lax
 
 from linformer_jax import attention as kernels
 from linformer_jax.model_config import ModelConfig
@@ -27,14 +35,30 @@ class MultiHeadAttention(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x, key_mask=None, shared_proj=None):
-    """x: [batch, n, emb_dim], key_mask: [batch, n] bool -> [batch, n, emb_dim]."""
+  def __call__(self, x, key_mask=None, shared_proj=None, *, cache=None, prefill=False,
+               offset=0):
+    """x: [batch, n, emb_dim], key_mask: [batch, n] bool -> [batch, n, emb_dim].
+
+    Causal only: `prefill` also returns the decoding state after x; with `cache`
+    (that state) x is the one token at absolute position `offset` and the new
+    state is returned too. O(d·d_v) per decoded token (softmax: O(max_len·d)).
+    """
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
     dense = lambda name: nn.DenseGeneral((cfg.num_heads, cfg.head_dim), dtype=dtype, name=name)
     q, k, v = dense('query')(x), dense('key')(x), dense('value')(x)
     if cfg.position == 'rotary':
-      q, k = rotary(q), rotary(k)
+      q, k = rotary(q, offset=offset), rotary(k, offset=offset)
+    out_proj = nn.DenseGeneral(cfg.emb_dim, axis=(-2, -1), dtype=dtype, name='out')
+    if cache is not None or prefill:
+      _check_decodable(cfg)
+      real = None if key_mask is None else key_mask[:, 0]
+      if cache is not None:
+        out, cache = kernels.decode_step(cfg.attention, cache, q[:, 0], k[:, 0], v[:, 0],
+                                         key_mask=real)
+        return out_proj(out[:, None].astype(dtype)), cache
+      max_len = cfg.max_len if cfg.attention == 'softmax' else None
+      cache = kernels.causal_state(cfg.attention, k, v, key_mask=key_mask, max_len=max_len)
     if cfg.attention == 'linformer':
       e_proj, f_proj = self._linformer_projections(shared_proj)
       out = kernels.linformer_attention(q, k, v, e_proj, f_proj, key_mask=key_mask)
@@ -43,7 +67,8 @@ class MultiHeadAttention(nn.Module):
     else:
       out = kernels.KERNELS[cfg.attention](q, k, v, key_mask=key_mask, causal=cfg.causal,
                                            chunk_size=cfg.chunk_size)
-    return nn.DenseGeneral(cfg.emb_dim, axis=(-2, -1), dtype=dtype, name='out')(out)
+    out = out_proj(out)
+    return (out, cache) if prefill else out
 
   def _linformer_projections(self, shared_proj):
     cfg = self.config
@@ -61,25 +86,36 @@ class MultiHeadAttention(nn.Module):
     return self.param('linformer_e', init, shape), self.param('linformer_f', init, shape)
 
 
-def rotary(x, base=10000.0):
+def _check_decodable(cfg):
+  if not cfg.causal:
+    raise ValueError('incremental decoding needs a causal model (causal=True); got causal=False')
+
+
+def _positions(n, offset):
+  """Absolute positions offset .. offset + n - 1 as float32 [n]; offset may be traced."""
+  return jnp.arange(n, dtype=jnp.float32) + jnp.asarray(offset, jnp.float32)
+
+
+def rotary(x, base=10000.0, offset=0):
   """Rotary position embedding (Su et al. 2021) of x [batch, n, heads, d], d even.
 
-  Feature pairs (i, i + d/2) of position p are rotated by angle p·base^(-2i/d),
-  so q·k depends on positions only through their difference.
+  Feature pairs (i, i + d/2) of position p = offset + index are rotated by angle
+  p·base^(-2i/d), so q·k depends on positions only through their difference.
   """
   n, d = x.shape[1], x.shape[-1]
   freq = base ** (-jnp.arange(0, d // 2, dtype=jnp.float32) * 2 / d)
-  angle = jnp.arange(n, dtype=jnp.float32)[:, None] * freq  # [n, d/2]
+  angle = _positions(n, offset)[:, None] * freq  # [n, d/2]
   cos, sin = jnp.cos(angle)[:, None], jnp.sin(angle)[:, None]  # [n, 1, d/2]
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
-def sinusoidal(n, dim):
-  """Fixed sine/cosine position table (Vaswani et al. 2017): [n, dim] float32."""
+def sinusoidal(n, dim, offset=0):
+  """Fixed sine/cosine position table (Vaswani et al. 2017) of positions
+  offset .. offset + n - 1: [n, dim] float32."""
   half = dim // 2
   freq = jnp.exp(-math.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / max(half, 1))
-  angle = jnp.arange(n, dtype=jnp.float32)[:, None] * freq
+  angle = _positions(n, offset)[:, None] * freq
   table = jnp.concatenate([jnp.sin(angle), jnp.cos(angle)], axis=-1)
   return jnp.pad(table, ((0, 0), (0, dim - 2 * half)))
 
@@ -93,17 +129,27 @@ class LocalMixing(nn.Module):
   and the kernel is conv_width × conv_width; leading tokens outside the grid
   (a CLS token) get zeros. Padding keys (key_mask False) are zeroed first, so
   they change nothing. O(n·emb·conv_width^conv_dims) time, no n×n array.
+  Causal decoding (`prefill`, `cache`: see the module docstring) keeps the last
+  conv_width - 1 inputs, [batch, conv_width - 1, emb] (zeros before the start).
   """
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x, key_mask=None):
+  def __call__(self, x, key_mask=None, *, cache=None, prefill=False):
     cfg = self.config
     if key_mask is not None:
       x = x * key_mask[..., None].astype(x.dtype)
     w, e = cfg.conv_width, x.shape[-1]
     conv = lambda size, padding: nn.Conv(e, size, padding=padding, feature_group_count=e,
                                          dtype=jnp.dtype(cfg.dtype), name='conv')
+    if cache is not None or prefill:
+      _check_decodable(cfg)
+      if cache is not None:
+        window = jnp.concatenate([cache.astype(x.dtype), x], axis=1)  # [b, w, e]
+        return conv((w,), 'VALID')(window), window[:, 1:]
+      # The left zero padding of the parallel form is the empty history.
+      history = jnp.pad(x, ((0, 0), (w - 1, 0), (0, 0)))[:, x.shape[1]:]
+      return conv((w,), ((w - 1, 0),))(x), history
     if cfg.conv_dims == 1:
       return conv((w,), ((w - 1, 0),) if cfg.causal else 'SAME')(x)
     b, n, _ = x.shape
@@ -119,19 +165,33 @@ class EncoderBlock(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x, key_mask=None, *, deterministic=True, shared_proj=None):
+  def __call__(self, x, key_mask=None, *, deterministic=True, shared_proj=None, cache=None,
+               prefill=False, offset=0):
+    """Causal decoding (`prefill`, `cache`, `offset`: see MultiHeadAttention)
+    returns (out, cache) with the cache {'local': ..., 'attention': ...} of its branches."""
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
     drop = lambda y: nn.Dropout(cfg.dropout_rate)(y, deterministic=deterministic)
+    decoding = cache is not None or prefill
+    new_cache = {}
+
+    def branch(name, fn, *args, **kwargs):
+      if not decoding:
+        return fn(*args, **kwargs)
+      kwargs.update(cache=None if cache is None else cache[name], prefill=prefill)
+      y, new_cache[name] = fn(*args, **kwargs)
+      return y
+
     if cfg.conv_width:
-      x = x + drop(LocalMixing(cfg, name='local')(nn.LayerNorm(dtype=dtype)(x), key_mask))
+      x = x + drop(branch('local', LocalMixing(cfg, name='local'), nn.LayerNorm(dtype=dtype)(x),
+                          key_mask))
     if cfg.attention != 'none':
-      y = MultiHeadAttention(cfg, name='attention')(nn.LayerNorm(dtype=dtype)(x), key_mask,
-                                                    shared_proj)
+      y = branch('attention', MultiHeadAttention(cfg, name='attention'),
+                 nn.LayerNorm(dtype=dtype)(x), key_mask, shared_proj, offset=offset)
       x = x + drop(y)
     y = nn.Dense(cfg.mlp_dim, dtype=dtype)(nn.LayerNorm(dtype=dtype)(x))
     y = nn.Dense(cfg.emb_dim, dtype=dtype)(drop(nn.gelu(y)))
-    return x + drop(y)
+    return (x + drop(y), new_cache) if decoding else x + drop(y)
 
 
 class Encoder(nn.Module):
@@ -139,16 +199,26 @@ class Encoder(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x, key_mask=None, *, deterministic=True):
+  def __call__(self, x, key_mask=None, *, deterministic=True, cache=None, prefill=False,
+               offset=0):
+    """Causal decoding (see MultiHeadAttention) returns (out, {'block_i': block cache})."""
     cfg = self.config
     shared = None
     if cfg.attention == 'linformer' and cfg.linformer_sharing == 'layerwise':
       shared = self.param('linformer_proj', _linformer_init(cfg.linformer_k),
                           (cfg.linformer_k, cfg.max_len))
+    decoding = cache is not None or prefill
+    new_cache = {}
     for i in range(cfg.num_layers):
-      x = EncoderBlock(cfg, name=f'block_{i}')(x, key_mask, deterministic=deterministic,
-                                               shared_proj=shared)
-    return nn.LayerNorm(dtype=jnp.dtype(cfg.dtype), name='final_norm')(x)
+      name = f'block_{i}'
+      block = EncoderBlock(cfg, name=name)
+      if decoding:
+        x, new_cache[name] = block(x, key_mask, cache=None if cache is None else cache[name],
+                                   prefill=prefill, offset=offset)
+      else:
+        x = block(x, key_mask, deterministic=deterministic, shared_proj=shared)
+    x = nn.LayerNorm(dtype=jnp.dtype(cfg.dtype), name='final_norm')(x)
+    return (x, new_cache) if decoding else x
 
 
 class Embedder(nn.Module):
@@ -162,7 +232,9 @@ class Embedder(nn.Module):
   cls: bool = False
 
   @nn.compact
-  def __call__(self, inputs, *, deterministic=True):
+  def __call__(self, inputs, *, deterministic=True, offset=0):
+    """`offset`: absolute position of the first token (decoding; may be traced).
+    Learned positions past max_len would be clamped: LanguageModel guards that."""
     cfg = self.config
     n = inputs.shape[1] + int(self.cls)
     if n > cfg.max_len:
@@ -183,9 +255,10 @@ class Embedder(nn.Module):
       if key_mask is not None:
         key_mask = jnp.pad(key_mask, ((0, 0), (1, 0)), constant_values=True)
     if cfg.position == 'learned':
-      x = x + self.param('pos_embed', nn.initializers.normal(0.02), (cfg.max_len, cfg.emb_dim))[:n]
+      table = self.param('pos_embed', nn.initializers.normal(0.02), (cfg.max_len, cfg.emb_dim))
+      x = x + lax.dynamic_slice_in_dim(table, offset, n)
     elif cfg.position == 'sinusoidal':
-      x = x + sinusoidal(n, cfg.emb_dim)
+      x = x + sinusoidal(n, cfg.emb_dim, offset)
     x = x.astype(jnp.dtype(cfg.dtype))
     return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic), key_mask, token_embed
 
@@ -207,6 +280,66 @@ class MLMModel(nn.Module):
     x = nn.LayerNorm(name='mlm_norm')(nn.gelu(nn.Dense(cfg.emb_dim, name='mlm_dense')(x)))
     bias = self.param('mlm_bias', nn.initializers.zeros, (cfg.vocab_size,))
     return token_embed.attend(x.astype(jnp.float32)) + bias
+
+
+def context_limit(config: ModelConfig) -> int | None:
+  """Most tokens a LanguageModel can decode in one sequence, None if unbounded:
+  max_len for learned positions (the table's rows) or softmax (the KV cache's slots)."""
+  return config.max_len if config.position == 'learned' or config.attention == 'softmax' else None
+
+
+class LanguageModel(nn.Module):
+  """Causal (next-token) LM: tokens [batch, n] int -> logits [batch, n, vocab_size] float32.
+
+  Logits at i predict token i + 1 from tokens 0..i. Needs config.causal (the
+  attention and the convolution see only the past); the output layer is the
+  token embedding (tied) plus a bias, straight after the encoder's final
+  LayerNorm (GPT-2; MLMModel adds a BERT transform first, and has no decoding
+  path). Padding (pad_id) is masked out of attention.
+
+  Decoding: `prefill(tokens)` -> (logits, cache) runs the prompt through the
+  parallel causal kernels and keeps each layer's state; `decode(token, cache)`
+  (token [batch]) -> (logits [batch, vocab_size], cache) appends one token in
+  O(layers·d·d_v) for the linear kinds. Equal (to rounding) to the parallel
+  forward over the whole sequence. Past `context_limit(config)` tokens the
+  logits are NaN (generate.py raises before).
+  """
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens, *, deterministic=True, cache=None, prefill=False):
+    cfg = self.config
+    _check_decodable(cfg)
+    decoding = cache is not None or prefill
+    offset = 0 if cache is None else cache['position']
+    x, key_mask, token_embed = Embedder(cfg, name='embed')(
+        tokens, deterministic=deterministic, offset=offset)
+    encoder = Encoder(cfg, name='encoder')
+    if decoding:
+      x, layers = encoder(x, key_mask, cache=None if cache is None else cache['layers'],
+                          prefill=prefill, offset=offset)
+    else:
+      x = encoder(x, key_mask, deterministic=deterministic)
+    bias = self.param('lm_bias', nn.initializers.zeros, (cfg.vocab_size,))
+    logits = token_embed.attend(x.astype(jnp.float32)) + bias
+    if not decoding:
+      return logits
+    position = offset + tokens.shape[1]
+    limit = context_limit(cfg)
+    if limit is not None:
+      logits = jnp.where(position <= limit, logits, jnp.nan)
+    return logits, {'position': jnp.asarray(position, jnp.int32), 'layers': layers}
+
+  def prefill(self, tokens):
+    """tokens [batch, n], n >= 1 -> (logits [batch, n, vocab_size], cache after them)."""
+    if tokens.shape[1] < 1:
+      raise ValueError('prefill needs at least one token (start a sequence with CLS)')
+    return self(tokens, prefill=True)
+
+  def decode(self, token, cache):
+    """token [batch] int, cache -> (logits [batch, vocab_size] of the next token, cache)."""
+    logits, cache = self(token[:, None], cache=cache)
+    return logits[:, 0], cache
 
 
 class Classifier(nn.Module):

@@ -6,6 +6,8 @@ reading any data, and imports its data module (and so TensorFlow) only when
 chosen.
 """
 import dataclasses
+import functools
+import types
 from typing import Any, Callable
 
 import jax
@@ -31,6 +33,23 @@ def _mlm(config) -> Task:
   # Scored on the masked positions only: weights are 1 there, 0 elsewhere.
   targets = lambda batch: (batch['targets'], batch['weights'])
   return Task(data, layers.MLMModel(model_cfg),
+              jax.ShapeDtypeStruct((1, config.seq_len), jnp.int32), targets)
+
+
+def _lm(config) -> Task:
+  from linformer_jax import input_pipeline as data  # pylint: disable=g-import-not-at-top
+  data.check_config(config, next_byte=True)
+  if not config.model.get('causal', False):
+    raise ValueError("task 'lm' needs config.model.causal=True: a next-byte model must not see "
+                     'the byte it predicts')
+  model_cfg = build_model_config(config, seq_len=config.seq_len, vocab_size=data.VOCAB_SIZE,
+                                 pad_id=data.PAD_ID)
+  # The same rows as 'mlm', unmasked: next-byte targets, weights 0 on padding.
+  next_byte = types.SimpleNamespace(
+      create_datasets=functools.partial(data.create_datasets, next_byte=True),
+      baselines=functools.partial(data.baselines, next_byte=True))
+  targets = lambda batch: (batch['targets'], batch['weights'])
+  return Task(next_byte, layers.LanguageModel(model_cfg),
               jax.ShapeDtypeStruct((1, config.seq_len), jnp.int32), targets)
 
 
@@ -62,7 +81,7 @@ def _recall(config) -> Task:
               jax.ShapeDtypeStruct((1, config.seq_len), jnp.int32), targets)
 
 
-TASKS = {'mlm': _mlm, 'classification': _classification, 'recall': _recall}
+TASKS = {'mlm': _mlm, 'classification': _classification, 'recall': _recall, 'lm': _lm}
 
 
 def build_model_config(config, *, seq_len, **data_fields) -> ModelConfig:
