@@ -1,4 +1,7 @@
-"""Flax linen modules around the kernels: attention, encoder, MLM and classifier models."""
+"""Flax linen layers around the kernels: attention, local mixing, blocks, encoder, positions.
+
+The whole models (embeddings and heads) are in models.py.
+"""
 import math
 
 import jax
@@ -149,83 +152,3 @@ class Encoder(nn.Module):
       x = EncoderBlock(cfg, name=f'block_{i}')(x, key_mask, deterministic=deterministic,
                                                shared_proj=shared)
     return nn.LayerNorm(dtype=jnp.dtype(cfg.dtype), name='final_norm')(x)
-
-
-class Embedder(nn.Module):
-  """Token (or float-feature) embedding plus positions (learned or sinusoidal; none
-  for 'rotary', which acts in attention, and 'none'), then dropout.
-
-  Returns (x [batch, n, emb_dim], key_mask [batch, n] bool or None, token_embed).
-  With `cls` a learned CLS vector is prepended (n grows by one).
-  """
-  config: ModelConfig
-  cls: bool = False
-
-  @nn.compact
-  def __call__(self, inputs, *, deterministic=True):
-    cfg = self.config
-    n = inputs.shape[1] + int(self.cls)
-    if n > cfg.max_len:
-      raise ValueError(f'input length {n} exceeds max_len={cfg.max_len}')
-    token_embed, key_mask = None, None
-    if cfg.vocab_size:
-      token_embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, name='token_embed')
-      x = token_embed(inputs)
-      if cfg.pad_id is not None:
-        key_mask = inputs != cfg.pad_id
-    else:
-      if inputs.shape[-1] != cfg.feature_dim:
-        raise ValueError(f'input feature width {inputs.shape[-1]} != feature_dim={cfg.feature_dim}')
-      x = nn.Dense(cfg.emb_dim, name='input_embed')(inputs)
-    if self.cls:
-      cls = self.param('cls', nn.initializers.normal(0.02), (cfg.emb_dim,))
-      x = jnp.concatenate([jnp.broadcast_to(cls, x[:, :1].shape), x], axis=1)
-      if key_mask is not None:
-        key_mask = jnp.pad(key_mask, ((0, 0), (1, 0)), constant_values=True)
-    if cfg.position == 'learned':
-      x = x + self.param('pos_embed', nn.initializers.normal(0.02), (cfg.max_len, cfg.emb_dim))[:n]
-    elif cfg.position == 'sinusoidal':
-      x = x + sinusoidal(n, cfg.emb_dim)
-    x = x.astype(jnp.dtype(cfg.dtype))
-    return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic), key_mask, token_embed
-
-
-class MLMModel(nn.Module):
-  """Masked-LM: tokens [batch, n] int -> logits [batch, n, vocab_size] float32.
-
-  Positions holding `pad_id` are masked out of attention. The output layer is
-  tied to the token embedding (plus a bias), after a Dense-gelu-LayerNorm
-  transform as in BERT.
-  """
-  config: ModelConfig
-
-  @nn.compact
-  def __call__(self, tokens, *, deterministic=True):
-    cfg = self.config
-    x, key_mask, token_embed = Embedder(cfg, name='embed')(tokens, deterministic=deterministic)
-    x = Encoder(cfg, name='encoder')(x, key_mask, deterministic=deterministic)
-    x = nn.LayerNorm(name='mlm_norm')(nn.gelu(nn.Dense(cfg.emb_dim, name='mlm_dense')(x)))
-    bias = self.param('mlm_bias', nn.initializers.zeros, (cfg.vocab_size,))
-    return token_embed.attend(x.astype(jnp.float32)) + bias
-
-
-class Classifier(nn.Module):
-  """Sequence classifier: tokens [batch, n] or features [batch, n, feature_dim]
-  -> logits [batch, num_classes] float32, pooled by `config.pooling` ('mean'
-  over real tokens, or a prepended 'cls' token)."""
-  config: ModelConfig
-
-  @nn.compact
-  def __call__(self, inputs, *, deterministic=True):
-    cfg = self.config
-    use_cls = cfg.pooling == 'cls'
-    x, key_mask, _ = Embedder(cfg, cls=use_cls, name='embed')(inputs, deterministic=deterministic)
-    x = Encoder(cfg, name='encoder')(x, key_mask, deterministic=deterministic).astype(jnp.float32)
-    if use_cls:
-      pooled = x[:, 0]
-    elif key_mask is None:
-      pooled = x.mean(axis=1)
-    else:
-      w = key_mask[..., None].astype(jnp.float32)
-      pooled = (x * w).sum(axis=1) / jnp.maximum(w.sum(axis=1), 1.0)
-    return nn.Dense(cfg.num_classes, name='head')(pooled)
