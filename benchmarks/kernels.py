@@ -7,9 +7,9 @@ Each (kernel, mode, n) runs in a fresh process: compile, one warm-up call, then
 timed calls (median reported), and the process's peak RSS (on accelerators the
 device's peak bytes in use) is its memory. Sizes whose estimated memory exceeds
 70% of what is available, or whose predicted time exceeds --max_run_s, are
-recorded as skipped, as are workers that time out or get killed.
-Outputs (--out, default benchmarks/results/kernels[_quick]/): kernels.json,
-kernels.md, kernels.png.
+recorded as skipped; workers that crash, time out or get killed as failed.
+Outputs (--out, default benchmarks/results/kernels/, --quick benchmarks/quick/kernels/):
+kernels.json, kernels.md, kernels.png.
 """
 import argparse
 import concurrent.futures
@@ -267,7 +267,7 @@ def sweep(args, script, settings, device):
     with lock:
       count[0] += 1
       status = (f"{r['median_s'] * 1e3:.2f} ms, peak {r['peak_memory_bytes'] / harness.MiB:.0f} MiB"
-                if r['status'] == 'ok' else f"skipped: {r['reason']}")
+                if r['status'] == 'ok' else f"{r['status']}: {r['reason']}")
       print(f"[{count[0]}/{len(configs)} {time.time() - start:.0f}s] {r['kernel']} {r['mode']} "
             f"n={r['n']}: {status}", flush=True)
 
@@ -468,7 +468,7 @@ def figure(report):
 def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--quick', action='store_true', help='smoke run: tiny sizes, minutes')
-  p.add_argument('--out', help='results folder (default benchmarks/results/kernels[_quick])')
+  p.add_argument('--out', help='results folder (default benchmarks/results/kernels, --quick benchmarks/quick/kernels)')
   p.add_argument('--worker', help=argparse.SUPPRESS)
   p.add_argument('--kernels', help='comma-separated subset of kernels')
   p.add_argument('--ns', help='comma-separated sequence lengths (overrides --min_n/--max_n)')

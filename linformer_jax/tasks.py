@@ -2,10 +2,11 @@
 
 `create(config)` checks the whole config once (`check_config`: the keys every
 task shares, then the task's data keys; cheap, reads no data) and returns a
-`Task` of callables and the model. `TASKS` maps config.task to its data module
-and a builder.
+`Task` of callables and the model. `TASKS` maps config.task to its builder,
+`DATA_MODULES` to its data module.
 """
 import dataclasses
+import importlib
 from typing import Any, Callable
 
 import jax
@@ -13,10 +14,13 @@ import jax.numpy as jnp
 
 from linformer_jax import models
 from linformer_jax.data import check_int
-from linformer_jax.data import classification
-from linformer_jax.data import recall
-from linformer_jax.data import text
 from linformer_jax.model_config import ModelConfig
+
+# config.task -> its data module, imported only when chosen: data.text imports
+# TensorFlow (TFDS), seconds and hundreds of MiB that other tasks do not need.
+DATA_MODULES = {'mlm': 'linformer_jax.data.text',
+                'classification': 'linformer_jax.data.classification',
+                'recall': 'linformer_jax.data.recall'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,14 +46,19 @@ def _tokens_spec(config):
   return jax.ShapeDtypeStruct((1, config.seq_len), jnp.int32)
 
 
-def _mlm(config) -> Task:
+def data_module(task: str):
+  """The data module of config.task = `task`: check_config, create_datasets, baselines."""
+  return importlib.import_module(DATA_MODULES[task])
+
+
+def _mlm(config, text) -> Task:
   model_cfg = build_model_config(config, seq_len=config.seq_len, vocab_size=text.VOCAB_SIZE,
                                  pad_id=text.PAD_ID)
   return Task(text.create_datasets, text.baselines, models.MLMModel(model_cfg),
               _tokens_spec(config), _masked_targets)
 
 
-def _classification(config) -> Task:
+def _classification(config, classification) -> Task:
   info = classification.dataset_info(config)
   model_cfg = build_model_config(
       config, seq_len=info['seq_len'], vocab_size=info['vocab_size'] or 0,
@@ -63,7 +72,7 @@ def _classification(config) -> Task:
               models.Classifier(model_cfg), spec, _label_targets)
 
 
-def _recall(config) -> Task:
+def _recall(config, recall) -> Task:
   # causal comes from config.model, like every other model field.
   model_cfg = build_model_config(config, seq_len=config.seq_len,
                                  vocab_size=recall.vocab_size(config), pad_id=recall.PAD_ID)
@@ -71,9 +80,8 @@ def _recall(config) -> Task:
               _tokens_spec(config), _masked_targets)
 
 
-# config.task -> (data module, with its check_config; Task builder).
-TASKS = {'mlm': (text, _mlm), 'classification': (classification, _classification),
-         'recall': (recall, _recall)}
+# config.task -> Task builder, given the config and the task's data module.
+TASKS = {'mlm': _mlm, 'classification': _classification, 'recall': _recall}
 
 
 def check_config(config) -> None:
@@ -95,13 +103,13 @@ def check_config(config) -> None:
   for name in ('learning_rate', 'grad_clip_norm'):
     if not config[name] > 0:
       raise ValueError(f'config.{name} must be positive, got {config[name]}')
-  TASKS[config.task][0].check_config(config)
+  data_module(config.task).check_config(config)
 
 
 def create(config) -> Task:
   """The Task of `config.task`, after `check_config`; builds the model, reads no data."""
   check_config(config)
-  return TASKS[config.task][1](config)
+  return TASKS[config.task](config, data_module(config.task))
 
 
 def build_model_config(config, *, seq_len, **data_fields) -> ModelConfig:

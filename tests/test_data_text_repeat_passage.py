@@ -3,7 +3,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from linformer_jax import input_pipeline as ip
+from linformer_jax.data import text as ip
 
 
 def _text_files(tmp_path, num_files=4, words=4000):

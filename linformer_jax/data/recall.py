@@ -88,14 +88,15 @@ def check_config(config) -> None:
 def baselines(config) -> dict:
   """Reference scores at the query positions, without recall.
 
-  chance_accuracy / uniform_loss: a uniform guess over the values (nats).
-  mode_guess_accuracy: guessing the value that occurs most often among the
+  baseline_chance_accuracy / baseline_chance_loss: a uniform guess over the
+  values (loss in nats; the names classification's baselines use).
+  baseline_mode_guess_accuracy: guessing the value that occurs most often among the
   row's pairs, the best a model can do without matching the query key (values
   repeat, so it beats a guess among the row's values, ~1/num_pairs).
   """
   values, pairs = config.value_vocab_size, config.num_pairs
-  return dict(chance_accuracy=1.0 / values, uniform_loss=math.log(values),
-              mode_guess_accuracy=float(_expected_max_count(pairs, values)) / pairs)
+  return dict(baseline_chance_accuracy=1.0 / values, baseline_chance_loss=math.log(values),
+              baseline_mode_guess_accuracy=float(_expected_max_count(pairs, values)) / pairs)
 
 
 def _expected_max_count(draws: int, values: int) -> float:
