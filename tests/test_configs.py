@@ -79,6 +79,7 @@ def test_config_promises(name, dataset, seq_len, feature_dim):
 
 
 # image_64.py differs from image.py only in image_size (above), so it is not run again.
+@pytest.mark.slow  # 20-30 s each: 1024 and 4000 tokens.
 @pytest.mark.parametrize('name', ['image.py', 'audio.py'])
 def test_config_trains_two_steps_at_full_length(name, tmp_path):
   # TINY_MODEL, a two-step schedule and small generated sets; sequence lengths stay the config's.
