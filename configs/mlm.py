@@ -13,6 +13,8 @@ Override any key, e.g. --config.num_train_steps=1000 --config.model.num_layers=4
 """
 import os
 
+from ml_collections import config_dict
+
 from linformer_jax import config_lib
 
 
@@ -24,9 +26,12 @@ def get_config():
   config.dataset = 'stdlib_docs'      # embedded corpus of Python stdlib docstrings
   config.data_dir = os.path.expanduser('~/tensorflow_datasets')  # TFDS data, prepared on first use
   config.text_files = ''              # glob of text files, for the text-files dataset
+  config.text_key = 'text'            # the TFDS feature holding the text
   config.seq_len = 1024               # tokens (bytes) per example
   config.mask_rate = 0.15             # fraction of tokens the model must predict (BERT)
   config.batch_size = 8               # global batch, split over all devices of all processes
   config.num_eval_batches = 4         # fixed eval set: this many batches
   config.repeat_passage = False       # each row a passage twice, only the second copy scored
+  # Cap on training rows (the start of the train split); None: 64M tokens' worth.
+  config.max_train_sequences = config_dict.placeholder(int)
   return config

@@ -13,7 +13,8 @@ BATCH = 8
 
 def _config(**overrides):
   config = dict(dataset='stdlib_docs', data_dir=None, text_files='', text_key='text',
-                seq_len=SEQ_LEN, batch_size=BATCH, seed=0, mask_rate=0.15, num_eval_batches=2)
+                seq_len=SEQ_LEN, batch_size=BATCH, seed=0, mask_rate=0.15, num_eval_batches=2,
+                repeat_passage=False, max_train_sequences=None)
   config.update(overrides)
   return ml_collections.ConfigDict(config)
 

@@ -12,7 +12,7 @@ with `ordering.global_batch_indices` and BERT masking uses a numpy Generator
 seeded by (seed, s). A resumed run therefore sees exactly the batches of an
 uninterrupted one, and each process takes its `ordering.process_slice` rows.
 
-With `config.repeat_passage` (default False) each row is CLS, a passage of
+With `config.repeat_passage` each row is CLS, a passage of
 (seq_len - 1) // 2 bytes, the same passage again (and one PAD if seq_len is
 even). Both copies are masked as usual, but only masked bytes of the second copy
 are scored: each can be copied from the first, (seq_len - 1) // 2 positions
@@ -46,6 +46,11 @@ _EVAL_SEED = 0
 # the batch-order permutations (seeded by [seed, epoch]).
 _TRAIN_TAG, _EVAL_TAG = 1, 2
 
+# Config keys this pipeline reads besides batch_size, seed and num_eval_batches;
+# configs/mlm.py sets them.
+REQUIRED_KEYS = ('dataset', 'data_dir', 'text_files', 'text_key', 'seq_len', 'mask_rate',
+                 'repeat_passage', 'max_train_sequences')
+
 Batch = dict[str, np.ndarray]
 
 
@@ -58,18 +63,21 @@ def check_config(config) -> None:
 
   The keys every task shares (batch_size, seed, ...) are tasks.check_config's.
   """
+  missing = [key for key in REQUIRED_KEYS if key not in config]
+  if missing:
+    raise ValueError(f'config keys {missing} are missing; configs/mlm.py sets them')
   if config.seq_len < 2:
     raise ValueError(f'config.seq_len={config.seq_len} must be >= 2 (CLS plus one token).')
   if not 0.0 < config.mask_rate < 1.0:
     raise ValueError(f'config.mask_rate={config.mask_rate} must be in the open interval (0, 1).')
-  if config.get('repeat_passage', False) and config.seq_len < 3:
+  if config.repeat_passage and config.seq_len < 3:
     raise ValueError(f'config.seq_len={config.seq_len} must be >= 3 with config.repeat_passage '
                      '(CLS plus a passage of at least one byte, twice).')
   pattern = _text_files(config)
   if pattern:
     _matched_files(pattern)
     return
-  _checked_builder(config.dataset, _data_dir(config), config.get('text_key', 'text'))
+  _checked_builder(config.dataset, _data_dir(config), config.text_key)
 
 
 def _text_files(config) -> str:
@@ -265,13 +273,13 @@ def _rows(source: tuple, split: str, seq_len: int, max_sequences: int) -> np.nda
 
 
 def _max_train_sequences(config) -> int:
-  return config.get('max_train_sequences') or max(1, DEFAULT_MAX_TRAIN_TOKENS // config.seq_len)
+  return config.max_train_sequences or max(1, DEFAULT_MAX_TRAIN_TOKENS // config.seq_len)
 
 
 def _source(config) -> tuple:
   if config.get('text_files'):
     return ('files', _text_files(config))
-  return ('tfds', config.dataset, _data_dir(config), config.get('text_key', 'text'))
+  return ('tfds', config.dataset, _data_dir(config), config.text_key)
 
 
 # ----------------------------------------------------------------------------
@@ -348,9 +356,9 @@ def create_datasets(config, *, start_step: int = 0, process_index: int = 0,
   local = ordering.process_slice(global_batch, process_index, process_count)
   source = _source(config)
   max_train = _max_train_sequences(config)
-  num_eval_batches = config.get('num_eval_batches', 0)
+  num_eval_batches = config.num_eval_batches
   # Rows are packed at the length they are read in: CLS plus one passage.
-  repeat = config.get('repeat_passage', False)
+  repeat = config.repeat_passage
   read_len = 1 + (seq_len - 1) // 2 if repeat else seq_len
   score_from = read_len if repeat else 0
   expand = functools.partial(repeat_passage, seq_len=seq_len) if repeat else lambda rows: rows
