@@ -4,7 +4,6 @@ The whole models (embeddings and heads) are in models.py.
 """
 import math
 
-import jax
 import jax.numpy as jnp
 from flax import linen as nn
 

@@ -244,14 +244,14 @@ def test_allowed_config_change_is_recorded(straight, tiny, tmp_path):
   shutil.copytree(straight[0], workdir)
   before = metrics.read_metrics(workdir)
   config = load_config(MLM_CONFIG, {**tiny, 'learning_rate': 1e-3, 'log_every_steps': 5})
-  config.allow_changed = 'learning_rate'  # configs/*.py would declare it ('' by default).
+  config.allow_changed = 'learning_rate'  # '' in configs/base.py.
   state = trainer.train_and_evaluate(config, workdir)  # Done at step 100: records only.
   assert int(state.step) == 100
   with open(os.path.join(workdir, 'config.json')) as f:
     stored = json.load(f)
   assert stored['config']['learning_rate'] == 1e-3
   assert stored['changes'] == [{'step': 100, 'keys': {
-      'allow_changed': ['<absent>', 'learning_rate'], 'learning_rate': [3e-3, 1e-3],
+      'allow_changed': ['', 'learning_rate'], 'learning_rate': [3e-3, 1e-3],
       'log_every_steps': [10, 5]}}]
   assert metrics.read_metrics(workdir) == before
 
