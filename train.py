@@ -13,7 +13,8 @@ from absl import logging
 from ml_collections import config_flags
 
 import linformer_jax
-from linformer_jax import train
+from linformer_jax import data
+from linformer_jax import trainer
 
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Checkpoints and metrics; default ./runs/<config stem>.')
@@ -37,18 +38,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  try:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    # tf.data only feeds the host; keep accelerators free for JAX.
-    tf.config.set_visible_devices([], 'GPU')
-    tf.config.set_visible_devices([], 'TPU')
-  except ImportError:
-    pass
+  data.hide_accelerators_from_tf()
   config_path = config_flags.get_config_filename(FLAGS['config'])
   stem = os.path.splitext(os.path.basename(config_path))[0]
   workdir = FLAGS.workdir or os.path.join('runs', stem)
   logging.info('Config %s, workdir %s', config_path, workdir)
-  train.train_and_evaluate(FLAGS.config, workdir)
+  trainer.train_and_evaluate(FLAGS.config, workdir)
 
 
 if __name__ == '__main__':

@@ -169,7 +169,8 @@ def run_worker(script, spec, timeout_s, env=None):
   """Runs `python script --worker <spec json>` in a fresh process and returns its result dict.
 
   A timeout, a crash or a kill (e.g. by the OOM killer) becomes
-  {'status': 'skipped', 'reason': ...}: the sweep goes on.
+  {'status': 'failed', 'reason': ...}: the sweep goes on. ('skipped' is for
+  configurations not run on purpose: too large, over the time budget.)
   """
   cmd = [sys.executable, script, '--worker', json.dumps(spec)]
   full_env = dict(os.environ, **(env or {}))
@@ -179,7 +180,7 @@ def run_worker(script, spec, timeout_s, env=None):
   try:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=full_env)
   except subprocess.TimeoutExpired:
-    return {'status': 'skipped', 'reason': f'timeout after {timeout_s:.0f} s'}
+    return {'status': 'failed', 'reason': f'timeout after {timeout_s:.0f} s'}
   wall = time.time() - tic
   for line in reversed(proc.stdout.splitlines()):
     if line.startswith(RESULT_MARKER):
@@ -193,16 +194,16 @@ def run_worker(script, spec, timeout_s, env=None):
   else:
     tail = (proc.stderr.strip().splitlines() or ['no output'])[-1]
     reason = f'worker failed (exit {proc.returncode}): {tail[:300]}'
-  return {'status': 'skipped', 'reason': reason}
+  return {'status': 'failed', 'reason': reason}
 
 
 # ----------------------------------------------------------------------------- outputs
 
 
 def default_out(name, quick):
-  """benchmarks/results/<name>/, or .../<name>_quick/ so smoke runs never overwrite real ones."""
+  """benchmarks/results/<name>/, or benchmarks/quick/<name>/ (git-ignored) for smoke runs."""
   here = os.path.dirname(os.path.abspath(__file__))
-  return os.path.join(here, 'results', name + ('_quick' if quick else ''))
+  return os.path.join(here, 'quick' if quick else 'results', name)
 
 
 def markdown_table(headers, rows):

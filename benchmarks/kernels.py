@@ -8,9 +8,9 @@ Each (kernel, mode, n) runs in a fresh process: compile, one warm-up call, then
 timed calls (median reported), and the process's peak RSS (on accelerators the
 device's peak bytes in use) is its memory. Sizes whose estimated memory exceeds
 70% of what is available, or whose predicted time exceeds --max_run_s, are
-recorded as skipped, as are workers that time out or get killed.
-Outputs (--out, default benchmarks/results/kernels[_quick]/): kernels.json,
-kernels.md, kernels.png.
+recorded as skipped; workers that crash, time out or get killed as failed.
+Outputs (--out, default benchmarks/results/kernels/, --quick benchmarks/quick/kernels/):
+kernels.json, kernels.md, kernels.png.
 
 --causal_ratio times the causal kernels against their non-causal forms side by
 side: one fresh process per n compiles every variant, then runs --reps rounds
@@ -364,7 +364,7 @@ def sweep(args, script, settings, device):
     with lock:
       count[0] += 1
       status = (f"{r['median_s'] * 1e3:.2f} ms, peak {r['peak_memory_bytes'] / harness.MiB:.0f} MiB"
-                if r['status'] == 'ok' else f"skipped: {r['reason']}")
+                if r['status'] == 'ok' else f"{r['status']}: {r['reason']}")
       print(f"[{count[0]}/{len(configs)} {time.time() - start:.0f}s] {r['kernel']} {r['mode']} "
             f"n={r['n']}: {status}", flush=True)
 
@@ -567,7 +567,7 @@ def parse_args(argv):
   p.add_argument('--quick', action='store_true', help='smoke run: tiny sizes, minutes')
   p.add_argument('--causal_ratio', action='store_true',
                  help='only causal vs non-causal, side by side in one process per n (--ns)')
-  p.add_argument('--out', help='results folder (default benchmarks/results/kernels[_quick])')
+  p.add_argument('--out', help='results folder (default benchmarks/results/kernels, --quick benchmarks/quick/kernels)')
   p.add_argument('--worker', help=argparse.SUPPRESS)
   p.add_argument('--kernels', help='comma-separated subset of kernels')
   p.add_argument('--ns', help='comma-separated sequence lengths (overrides --min_n/--max_n)')

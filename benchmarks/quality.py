@@ -3,17 +3,16 @@ r"""Model quality at equal training steps: MLM validation loss and ListOps accur
   python benchmarks/quality.py            # full: MLM at seq_len 1024, ListOps (reduced lengths)
   python benchmarks/quality.py --quick    # smoke run: tiny models, a few steps
 
-Every run is `linformer_jax.train.train_and_evaluate` on a config file
+Every run is `linformer_jax.trainer.train_and_evaluate` on a config file
 (configs/mlm.py, configs/listops.py) with a few keys overridden, so a row here
 is reproducible with train.py and the same --config.* flags (printed in the
 JSON). Metrics come from the run's metrics.jsonl: the last eval_loss /
 eval_accuracy (fixed eval set) and the learning curve. Runs are ordered seed by
 seed, so a time budget that runs out cuts whole extra seeds first.
-Outputs (--out, default benchmarks/results/quality[_quick]/): quality.json,
+Outputs (--out, default benchmarks/results/quality/, --quick benchmarks/quick/quality/): quality.json,
 .md and .png; run directories (checkpoints) go to <out>/tmp/, which git ignores.
 """
 import argparse
-import importlib.util
 import math
 import os
 import shutil
@@ -66,13 +65,6 @@ QUICK_VARIANTS = {'mlm': ('softmax', 'linear'), 'listops': ('linear',)}
 CONFIG_FILES = {'mlm': 'configs/mlm.py', 'listops': 'configs/listops.py'}
 
 
-def load_config(path):
-  spec = importlib.util.spec_from_file_location('benchmark_config', os.path.join(REPO, path))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 def overrides_for(task, variant, seed, args):
   """Flattened config overrides of one run."""
   variants = MLM_VARIANTS if task == 'mlm' else LISTOPS_VARIANTS
@@ -93,14 +85,14 @@ def overrides_for(task, variant, seed, args):
 
 
 def run_one(task, variant, seed, workdir, args):
+  from linformer_jax import config_lib  # pylint: disable=g-import-not-at-top
   from linformer_jax import metrics  # pylint: disable=g-import-not-at-top
-  from linformer_jax import train  # pylint: disable=g-import-not-at-top
+  from linformer_jax import trainer  # pylint: disable=g-import-not-at-top
   o = overrides_for(task, variant, seed, args)
-  config = load_config(CONFIG_FILES[task])
-  config.update_from_flattened_dict(o)
+  config = config_lib.load(os.path.join(REPO, CONFIG_FILES[task]), o)
   shutil.rmtree(workdir, ignore_errors=True)  # A stale checkpoint would be resumed.
   tic = time.time()
-  train.train_and_evaluate(config, workdir)
+  trainer.train_and_evaluate(config, workdir)
   wall = time.time() - tic
   records = metrics.read_metrics(workdir)
   evals = [r for r in records if 'eval_loss' in r]
@@ -141,10 +133,10 @@ def sweep(args, out):
                            os.path.join(out, 'tmp', f'{task}_{variant}_seed{seed}'), args))
         walls[(task, variant)] = row['wall_s']
       except Exception as e:  # pylint: disable=broad-except
-        row.update(status='skipped', reason=f'run failed: {type(e).__name__}: {str(e)[:300]}')
+        row.update(status='failed', reason=f'{type(e).__name__}: {str(e)[:300]}')
     results.append(row)
     status = (f"eval_loss {row['eval_loss']:.4f}, eval_accuracy {row['eval_accuracy']:.4f}, "
-              f"{row['wall_s']:.0f} s" if row['status'] == 'ok' else f"skipped: {row['reason']}")
+              f"{row['wall_s']:.0f} s" if row['status'] == 'ok' else f"{row['status']}: {row['reason']}")
     print(f'[{i + 1}/{len(plan)} {time.time() - start:.0f}s] {task} {variant} seed {seed}: {status}',
           flush=True)
   return results
@@ -253,7 +245,7 @@ def figure(report):
 def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--quick', action='store_true', help='smoke run: tiny models, a few steps')
-  p.add_argument('--out', help='results folder (default benchmarks/results/quality[_quick])')
+  p.add_argument('--out', help='results folder (default benchmarks/results/quality, --quick benchmarks/quick/quality)')
   p.add_argument('--tasks', default='mlm,listops', help='comma-separated: mlm, listops')
   p.add_argument('--seeds', default='0', help='comma-separated seeds (each one a full sweep)')
   p.add_argument('--variants', help='comma-separated subset of attentions, e.g. softmax,linear')

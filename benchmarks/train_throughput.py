@@ -10,8 +10,9 @@ AdamW `train_step` (dropout on) on random tokens with 15% of positions as
 targets; compile, one warm-up step, then the median of timed steps. Memory is
 the process's peak RSS (device peak bytes on accelerators). Sizes that would
 not fit, or would take longer than --max_step_s per step, are skipped.
-Outputs (--out, default benchmarks/results/train_throughput[_quick]/):
-train_throughput.json, .md and .png.
+Workers that crash, time out or get killed are recorded as failed. Outputs
+(--out, default benchmarks/results/train_throughput/, --quick
+benchmarks/quick/train_throughput/): train_throughput.json, .md and .png.
 """
 import argparse
 import functools
@@ -26,9 +27,6 @@ import harness  # pylint: disable=g-import-not-at-top,wrong-import-position
 ATTENTIONS = ('softmax', 'linformer', 'linear', 'elu_linear')
 MEMORY_FRACTION = 0.7
 MASK_RATE = 0.15
-# The byte vocabulary of linformer_jax.input_pipeline, restated because importing
-# that module imports TensorFlow: seconds and hundreds of MiB in every worker.
-VOCAB_SIZE, PAD_ID, MASK_ID = 260, 256, 257
 
 
 def estimate_bytes(attention, seq_len, batch, model):
@@ -55,8 +53,11 @@ def worker(spec):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from linformer_jax import layers  # pylint: disable=g-import-not-at-top
-  from linformer_jax import train  # pylint: disable=g-import-not-at-top
+  from linformer_jax import models  # pylint: disable=g-import-not-at-top
+  from linformer_jax import tasks  # pylint: disable=g-import-not-at-top
+  from linformer_jax import trainer  # pylint: disable=g-import-not-at-top
+  # The byte vocabulary alone: data.text would import TensorFlow into every worker.
+  from linformer_jax.data.vocab import MASK_ID, PAD_ID, VOCAB_SIZE  # pylint: disable=g-import-not-at-top
   from linformer_jax.model_config import ModelConfig  # pylint: disable=g-import-not-at-top
 
   device = harness.device_info()
@@ -65,18 +66,19 @@ def worker(spec):
   model_cfg = ModelConfig(vocab_size=VOCAB_SIZE, pad_id=PAD_ID, max_len=n, attention=spec['attention'], **spec['model'])
   opt = ml_collections.ConfigDict(dict(learning_rate=1e-3, warmup_steps=10, num_train_steps=1000,
                                        weight_decay=0.01, grad_clip_norm=1.0))
-  schedule = train.learning_rate_schedule(opt)
-  tx = train.create_optimizer(opt, schedule)
-  model = layers.MLMModel(model_cfg)
-  task = train.Task(data=None, model=model, input_spec=jax.ShapeDtypeStruct((1, n), jnp.int32),
+  schedule = trainer.learning_rate_schedule(opt)
+  tx = trainer.create_optimizer(opt, schedule)
+  model = models.MLMModel(model_cfg)
+  task = tasks.Task(create_datasets=None, baselines=None, model=model,
+                    input_spec=jax.ShapeDtypeStruct((1, n), jnp.int32),
                     targets=lambda b: (b['targets'], b['weights']))
-  state = jax.jit(functools.partial(train.create_state, jax.random.PRNGKey(0), task, tx))()
+  state = jax.jit(functools.partial(trainer.create_state, jax.random.PRNGKey(0), task, tx))()
   rng = np.random.default_rng(0)
   tokens = rng.integers(0, 256, (batch, n), dtype=np.int32)
   weights = (rng.random((batch, n)) < MASK_RATE).astype(np.float32)
   batch_arrays = {'inputs': jnp.asarray(np.where(weights > 0, MASK_ID, tokens)),
                   'targets': jnp.asarray(tokens), 'weights': jnp.asarray(weights)}
-  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, schedule=schedule,
+  step = jax.jit(functools.partial(trainer.train_step, model=model, tx=tx, schedule=schedule,
                                    targets=task.targets), donate_argnums=0)
   key = jax.random.PRNGKey(1)
   tic = time.perf_counter()
@@ -152,7 +154,7 @@ def sweep(args, script, model):
     last[config['attention']] = (prev, root)
     results.append(result)
     status = (f"{result['tokens_per_s']:.0f} tokens/s, peak {result['peak_memory_bytes'] / harness.MiB:.0f} MiB"
-              if result['status'] == 'ok' else f"skipped: {result['reason']}")
+              if result['status'] == 'ok' else f"{result['status']}: {result['reason']}")
     print(f"[{i + 1}/{len(configs)} {time.time() - start:.0f}s] {config['attention']} "
           f"seq_len={config['seq_len']} batch={config['batch']}: {status}", flush=True)
   for r in results:
@@ -186,7 +188,7 @@ def markdown(report):
       f"Model: {m['num_layers']} layers, emb {m['emb_dim']}, {m['num_heads']} heads, MLP "
       f"{m['mlp_dim']}, Linformer k={m['linformer_k']} (headwise), float32, dropout "
       f"{m['dropout_rate']}; {report['tokens_per_step']} tokens per step; jitted AdamW train_step "
-      f"from linformer_jax.train. Median of up to {report['settings']['reps']} steps after a "
+      f"from linformer_jax.trainer. Median of up to {report['settings']['reps']} steps after a "
       'warm-up step, one fresh process per row; peak memory is the process\'s max RSS.', '',
       '## All configurations', '', harness.markdown_table(
           ['attention', 'seq_len', 'batch', 'status', 'tokens/s', 'step ms', 'steps',
@@ -221,7 +223,7 @@ def figure(report):
 def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--quick', action='store_true', help='smoke run: tiny model, one seq_len')
-  p.add_argument('--out', help='results folder (default benchmarks/results/train_throughput[_quick])')
+  p.add_argument('--out', help='results folder (default benchmarks/results/train_throughput, --quick benchmarks/quick/...)')
   p.add_argument('--worker', help=argparse.SUPPRESS)
   p.add_argument('--seq_lens', default='512,2048,8192')
   p.add_argument('--tokens_per_step', type=int, default=8192)

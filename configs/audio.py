@@ -11,7 +11,7 @@ step 300 (eval loss 1.27; chance is 12.5% and ln 8 = 2.08), already 41.6% at
 step 100. The CPU time suggests about 6 minutes on idle cores (not measured).
 
 The default data are generated 'tones' (8 sound-event classes, chance 12.5%; see
-linformer_jax/synthetic_data.py). For speech, prepare TFDS speech_commands on a
+linformer_jax/data/generators.py). For speech, prepare TFDS speech_commands on a
 machine with network access (`tfds build speech_commands --data_dir=DIR`) and
 run with --config.dataset=speech_commands --config.data_dir=DIR (12 classes;
 clips are centre-cropped or zero-padded to num_samples; 16000 for the whole
@@ -19,18 +19,14 @@ second). The pipeline never downloads.
 """
 import os
 
-import ml_collections
-from ml_collections import config_dict
+from linformer_jax import config_lib
 
 
 def get_config():
-  config = ml_collections.ConfigDict()
-  config.task = 'classification'      # 'mlm' or 'classification' (this)
-  config.seed = 0                     # parameter init, data generation and order, dropout
-  config.distributed = False          # call jax.distributed.initialize() (multi-process runs)
-  config.allow_changed = ''         # keys a resumed run may change, e.g. 'num_train_steps'
+  config = config_lib.sibling(__file__, 'base.py')
+  config.task = 'classification'      # sequence classification (linformer_jax.Classifier)
 
-  # Data (linformer_jax/classification_data.py); sequence length = num_samples / frame_size.
+  # Data (linformer_jax/data/classification.py); sequence length = num_samples / frame_size.
   config.dataset = 'tones'            # generated sound events; 'speech_commands' when prepared
   config.data_dir = os.path.expanduser('~/tensorflow_datasets')  # TFDS data (never downloaded)
   config.num_samples = 8000           # samples per clip at 16 kHz (0.5 s)
@@ -40,33 +36,14 @@ def get_config():
   config.batch_size = 8               # global batch, split over all devices of all processes
   config.num_eval_batches = 64        # fixed eval set: this many batches (512 clips)
 
-  # Optimization: AdamW, linear warmup then linear decay to 0.
-  config.num_train_steps = 300        # total updates; the schedule ends here
-  config.learning_rate = 3e-3         # peak learning rate
-  config.warmup_steps = 30            # linear warmup from 0
-  config.weight_decay = 0.01          # decoupled; weight matrices only
-  config.grad_clip_norm = 1.0         # clip gradients to this global norm
+  config.num_train_steps = 300
+  config.learning_rate = 3e-3
+  config.warmup_steps = 30
+  config.log_every_steps = 25
+  config.eval_every_steps = 100
+  config.checkpoint_every_steps = 100
 
-  # Logging and checkpoints.
-  config.log_every_steps = 25         # train metrics to metrics.jsonl / TensorBoard
-  config.eval_every_steps = 100       # eval metrics (and always at the end)
-  config.checkpoint_every_steps = 100  # save (and always at the end)
-  config.keep_checkpoints = 2         # newest checkpoints kept
-
-  # Model (linformer_jax.ModelConfig); feature_dim and num_classes come from the data.
-  config.model = ml_collections.ConfigDict()
-  config.model.attention = 'linear'   # 'linear' (the paper), 'softmax', 'linformer', 'elu_linear'
-  config.model.num_layers = 2         # encoder blocks
-  config.model.num_heads = 4          # attention heads
-  config.model.emb_dim = 32           # model width
-  config.model.mlp_dim = 64           # MLP hidden width
-  config.model.dropout_rate = 0.0     # dropout on embeddings, attention and MLP outputs
-  config.model.position = 'learned'  # 'learned', 'sinusoidal', 'rotary' (softmax only), 'none'
-  config.model.conv_width = 0       # depthwise convolution width in every block; 0: none
-  config.model.pooling = 'mean'       # 'mean' over tokens, or 'cls' (a prepended token)
-  config.model.linformer_k = 64       # Linformer projected length
-  config.model.linformer_sharing = 'headwise'  # Linformer projection sharing
-  config.model.chunk_size = 64        # chunk length of causal linear kernels (unused here)
-  config.model.dtype = 'float32'      # activation dtype ('bfloat16' on accelerators)
-  config.model.max_len = config_dict.placeholder(int)  # position table length; None: input length
+  config.model.emb_dim = 32
+  config.model.mlp_dim = 64
+  config.model.linformer_k = 64
   return config

@@ -13,53 +13,25 @@ Override any key, e.g. --config.num_train_steps=1000 --config.model.num_layers=4
 """
 import os
 
-import ml_collections
 from ml_collections import config_dict
+
+from linformer_jax import config_lib
 
 
 def get_config():
-  config = ml_collections.ConfigDict()
-  config.task = 'mlm'                 # 'mlm' (this) or 'classification'
-  config.seed = 0                     # parameter init, data order, masking and dropout
-  config.distributed = False          # call jax.distributed.initialize() (multi-process runs)
-  config.allow_changed = ''         # keys a resumed run may change, e.g. 'num_train_steps'
+  config = config_lib.sibling(__file__, 'base.py')
+  config.task = 'mlm'                 # masked-LM (linformer_jax.MLMModel)
 
-  # Data (linformer_jax/input_pipeline.py).
+  # Data (linformer_jax/data/text.py).
   config.dataset = 'stdlib_docs'      # embedded corpus of Python stdlib docstrings
   config.data_dir = os.path.expanduser('~/tensorflow_datasets')  # TFDS data, prepared on first use
   config.text_files = ''              # glob of text files, for the text-files dataset
+  config.text_key = 'text'            # the TFDS feature holding the text
   config.seq_len = 1024               # tokens (bytes) per example
   config.mask_rate = 0.15             # fraction of tokens the model must predict (BERT)
   config.batch_size = 8               # global batch, split over all devices of all processes
   config.num_eval_batches = 4         # fixed eval set: this many batches
-  config.repeat_passage = False      # each row a passage twice, only the second copy scored
-
-  # Optimization: AdamW, linear warmup then linear decay to 0.
-  config.num_train_steps = 200        # total updates; the schedule ends here
-  config.learning_rate = 2e-3         # peak learning rate
-  config.warmup_steps = 20            # linear warmup from 0
-  config.weight_decay = 0.01          # decoupled; weight matrices only
-  config.grad_clip_norm = 1.0         # clip gradients to this global norm
-
-  # Logging and checkpoints.
-  config.log_every_steps = 20         # train metrics to metrics.jsonl / TensorBoard
-  config.eval_every_steps = 50        # eval metrics (and always at the end)
-  config.checkpoint_every_steps = 50  # save (and always at the end)
-  config.keep_checkpoints = 2         # newest checkpoints kept
-
-  # Model (linformer_jax.ModelConfig); vocabulary and max_len come from the data.
-  config.model = ml_collections.ConfigDict()
-  config.model.attention = 'linear'   # 'linear' (the paper), 'softmax', 'linformer', 'elu_linear'
-  config.model.num_layers = 2         # encoder blocks
-  config.model.num_heads = 4          # attention heads
-  config.model.emb_dim = 128          # model width
-  config.model.mlp_dim = 512          # MLP hidden width
-  config.model.dropout_rate = 0.0     # off: < 1 epoch, and dropout bits cost ~40% of a CPU step
-  config.model.position = 'learned'  # 'learned', 'sinusoidal', 'rotary' (softmax only), 'none'
-  config.model.conv_width = 0       # depthwise convolution width in every block; 0: none
-  config.model.linformer_k = 128      # Linformer projected length
-  config.model.linformer_sharing = 'headwise'  # Linformer projection sharing
-  config.model.chunk_size = 64        # chunk length of causal linear kernels
-  config.model.dtype = 'float32'      # activation dtype ('bfloat16' on accelerators)
-  config.model.max_len = config_dict.placeholder(int)  # position/projection length; None: seq_len
+  config.repeat_passage = False       # each row a passage twice, only the second copy scored
+  # Cap on training rows (the start of the train split); None: 64M tokens' worth.
+  config.max_train_sequences = config_dict.placeholder(int)
   return config

@@ -4,12 +4,11 @@ Run: python train.py --config=configs/mlm_elu_linear.py --workdir=./runs/mlm_elu
 
 Not measured end to end; the cost is linear in seq_len, like the default.
 """
-import os
-import runpy
+
+from linformer_jax import config_lib
 
 
 def get_config():
-  # Config files are loaded by path, not as a package: run the sibling by path.
-  config = runpy.run_path(os.path.join(os.path.dirname(__file__), 'mlm.py'))['get_config']()
+  config = config_lib.sibling(__file__, 'mlm.py')
   config.model.attention = 'elu_linear'
   return config

@@ -5,12 +5,11 @@ Run: python train.py --config=configs/mlm_softmax.py --workdir=./runs/mlm_softma
 Not measured end to end: on CPU a step took about twice as long as the
 linear one (n x n scores at n = 1024), so expect about twice the run time.
 """
-import os
-import runpy
+
+from linformer_jax import config_lib
 
 
 def get_config():
-  # Config files are loaded by path, not as a package: run the sibling by path.
-  config = runpy.run_path(os.path.join(os.path.dirname(__file__), 'mlm.py'))['get_config']()
+  config = config_lib.sibling(__file__, 'mlm.py')
   config.model.attention = 'softmax'
   return config

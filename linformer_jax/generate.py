@@ -25,10 +25,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from linformer_jax import checkpoints
-from linformer_jax import input_pipeline as data
-from linformer_jax import layers
+from linformer_jax import models
 from linformer_jax import tasks
 from linformer_jax import workdir as workdir_lib
+from linformer_jax.data import vocab
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -63,7 +63,7 @@ def load_model(workdir: str):
   if config.get('task') != 'lm':
     raise ValueError(f'workdir {workdir!r} holds a {config.get("task")!r} run; generation needs a '
                      "causal language model, a run of task 'lm' (e.g. configs/lm.py).")
-  model = tasks.TASKS['lm'](config).model
+  model = tasks.TASKS['lm'](config, tasks.data_module('lm')).model  # No data check: only the model.
   ckpt_dir = os.path.join(os.path.abspath(workdir), 'checkpoints')
   if not os.path.isdir(ckpt_dir):
     raise ValueError(f'workdir {workdir!r} has no checkpoints/ folder: nothing to restore.')
@@ -85,7 +85,7 @@ def load_model(workdir: str):
 
 def _allowed_ids(vocab_size):
   ids = jnp.arange(vocab_size)
-  return (ids < 256) | (ids == data.EOS_ID)
+  return (ids < 256) | (ids == vocab.EOS_ID)
 
 
 def sample(logits, rng, *, temperature=0.0, top_k=0):
@@ -110,7 +110,7 @@ def generate(model, params, prompt: str, num_tokens: int, *, temperature: float 
 
   Raises ValueError, before any computation, for bad settings, a prompt
   longer than the model takes (max_len - 1 bytes after CLS) or a total length
-  past `layers.context_limit` (learned positions, softmax's KV cache).
+  past `models.context_limit` (learned positions, softmax's KV cache).
   """
   cfg = model.config
   if num_tokens < 0:
@@ -119,11 +119,11 @@ def generate(model, params, prompt: str, num_tokens: int, *, temperature: float 
     raise ValueError(f'temperature must be >= 0 (0: greedy), got {temperature}')
   if not 0 <= top_k <= cfg.vocab_size:
     raise ValueError(f'top_k must be in [0, {cfg.vocab_size}] (0: no limit), got {top_k}')
-  ids = np.concatenate([[data.CLS_ID], data.encode(prompt)]).astype(np.int32)
+  ids = np.concatenate([[vocab.CLS_ID], vocab.encode(prompt)]).astype(np.int32)
   if len(ids) > cfg.max_len:
     raise ValueError(f'the prompt is {len(ids) - 1} bytes; this model takes at most '
                      f'{cfg.max_len - 1} (max_len={cfg.max_len} tokens, CLS included).')
-  limit = layers.context_limit(cfg)
+  limit = models.context_limit(cfg)
   # The last sampled token is never fed back.
   if limit is not None and len(ids) + num_tokens - 1 > limit:
     why = 'learned positions' if cfg.position == 'learned' else "softmax's KV cache"
@@ -149,21 +149,21 @@ _STATIC = ('model', 'temperature', 'top_k')
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _prefill(params, ids, rng, *, model, temperature, top_k):
-  logits, cache = model.apply({'params': params}, ids, method=layers.LanguageModel.prefill)
+  logits, cache = model.apply({'params': params}, ids, method=models.LanguageModel.prefill)
   return sample(logits[:, -1], rng, temperature=temperature, top_k=top_k), cache
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _step(params, token, cache, rng, *, model, temperature, top_k):
-  logits, cache = model.apply({'params': params}, token, cache, method=layers.LanguageModel.decode)
+  logits, cache = model.apply({'params': params}, token, cache, method=models.LanguageModel.decode)
   return sample(logits, rng, temperature=temperature, top_k=top_k), cache
 
 
 def to_text(ids) -> str:
   """Text of ids: bytes as UTF-8 (invalid: replaced), EOS as a line break, others dropped."""
   ids = np.asarray(ids)
-  ends = np.flatnonzero(ids == data.EOS_ID)
-  return '\n'.join(data.decode(part) for part in np.split(ids, ends))
+  ends = np.flatnonzero(ids == vocab.EOS_ID)
+  return '\n'.join(vocab.decode(part) for part in np.split(ids, ends))
 
 
 flags.DEFINE_string('workdir', None, 'Workdir of a run of task lm (configs/lm.py).')

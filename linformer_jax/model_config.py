@@ -1,12 +1,17 @@
 """Model hyperparameters: one frozen dataclass, validated on construction."""
 import dataclasses
 
-# 'none' is the attention-free control: the same blocks with the attention branch removed.
-ATTENTIONS = ('softmax', 'linformer', 'linear', 'elu_linear', 'none')
+from linformer_jax.attention import KERNELS
+
+# The kernels by name; 'none' is the attention-free control: the same blocks
+# with the attention branch removed.
+ATTENTIONS = tuple(KERNELS) + ('none',)
 POSITIONS = ('learned', 'sinusoidal', 'rotary', 'none')
 LINFORMER_SHARING = ('none', 'headwise', 'key-value', 'layerwise')
 POOLINGS = ('mean', 'cls')
 DTYPES = ('float32', 'bfloat16', 'float16')
+# Fields the data decide (tasks.build_model_config sets them), not config.model.
+DATA_FIELDS = ('vocab_size', 'feature_dim', 'pad_id', 'num_classes', 'grid_width')
 
 
 @dataclasses.dataclass(frozen=True)

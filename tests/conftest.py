@@ -1,4 +1,4 @@
-"""Session-wide test setup: a persistent JAX compilation cache.
+"""Session-wide test setup: a persistent JAX compilation cache and the `data_dir` fixture.
 
 XLA takes seconds to compile even a tiny train step on CPU, and the training
 tests compile the same steps in this process and in subprocesses. A cache in a
@@ -10,6 +10,7 @@ import shutil
 import tempfile
 
 import jax
+import pytest
 
 _CACHE_DIR = tempfile.mkdtemp(prefix='linformer_jax_jit_cache_')
 _SETTINGS = {
@@ -24,3 +25,14 @@ for name, value in _SETTINGS.items():
 
 def pytest_sessionfinish(session, exitstatus):
   shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory):
+  """A TFDS data_dir with the embedded stdlib_docs corpus, prepared once per session."""
+  from linformer_jax.data import stdlib_corpus  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path_factory.mktemp('tfds'))
+  builder = stdlib_corpus.prepare(path)
+  assert builder.info.splits['train'].num_examples > 100
+  assert builder.info.splits['validation'].num_examples > 0
+  return path

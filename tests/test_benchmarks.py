@@ -1,7 +1,8 @@
 """Smoke tests of benchmarks/: the --quick runs produce complete, well-formed outputs.
 
 The scripts run once, concurrently, into temporary folders (one module
-fixture); no timing is asserted. The pure helpers (FLOP formulas, growth,
+fixture, slow); every row of a quick run must be 'ok', so a crashed worker
+('failed') fails its test. No timing is asserted. The pure helpers (FLOP formulas, growth,
 targets, summaries, worker failure handling) are tested directly.
 """
 import json
@@ -21,7 +22,7 @@ import kernels  # pylint: disable=g-import-not-at-top,wrong-import-position
 import quality  # pylint: disable=g-import-not-at-top,wrong-import-position
 import train_throughput  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-SCRIPTS = ('kernels', 'train_throughput', 'quality', 'dot_scaling')
+SCRIPTS = ('kernels', 'train_throughput', 'quality')
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 
@@ -85,14 +86,13 @@ def _check_common(report, name):
 
 
 def _check_status(row, ok_fields):
-  assert row['status'] in ('ok', 'skipped'), row
-  if row['status'] == 'ok':
-    for field in ok_fields:
-      assert row[field] is not None and row[field] > 0, (field, row)
-  else:
-    assert row['reason'], row
+  # A quick run's sizes fit any machine: a row that is not 'ok' is a bug.
+  assert row['status'] == 'ok', row
+  for field in ok_fields:
+    assert row[field] is not None and row[field] > 0, (field, row)
 
 
+@pytest.mark.slow
 def test_kernels_quick(quick_runs):
   report, md = _load(quick_runs['kernels'], 'kernels')
   _check_common(report, 'kernels')
@@ -109,6 +109,7 @@ def test_kernels_quick(quick_runs):
   assert [(r[0], r[1], int(r[2])) for r in rows] == got
 
 
+@pytest.mark.slow
 def test_train_throughput_quick(quick_runs):
   report, md = _load(quick_runs['train_throughput'], 'train_throughput')
   _check_common(report, 'train_throughput')
@@ -122,6 +123,7 @@ def test_train_throughput_quick(quick_runs):
   assert [(r[0], int(r[1])) for r in rows] == got
 
 
+@pytest.mark.slow
 def test_quality_quick(quick_runs):
   report, md = _load(quick_runs['quality'], 'quality')
   _check_common(report, 'quality')
@@ -138,20 +140,6 @@ def test_quality_quick(quick_runs):
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def test_dot_scaling_quick(quick_runs):
-  report, md = _load(quick_runs['dot_scaling'], 'dot_scaling')
-  assert report['benchmark'] == 'dot_scaling' and report['run'] == 'quick'
-  cores = len(os.sched_getaffinity(0))
-  assert sorted(int(c) for c in report['workers']) == sorted({1, cores})
-  assert [w['cores'] for w in report['workers'].values()] == sorted({1, cores})
-  assert [r['op'] for r in report['rows']] == [r['op'] for r in report['workers']['1']['rows']]
-  assert len(report['rows']) == 4
-  for row in report['rows']:
-    assert row['gflops_1_core'] > 0 and row[f'gflops_{cores}_cores'] > 0
-    assert row['scaling'] == pytest.approx(row[f'gflops_{cores}_cores'] / row['gflops_1_core'])
-  assert len(_table_rows(md, '# GFLOP/s')) == 4
 
 
 def test_flop_formulas():
@@ -228,9 +216,12 @@ def test_run_worker_never_raises(tmp_path, body, expected):
   if expected is None:
     assert result['status'] == 'ok' and result['x'] == 1
   else:
-    assert result['status'] == 'skipped' and result['reason'].startswith(expected)
+    assert result['status'] == 'failed' and result['reason'].startswith(expected)
 
 
 def test_quick_runs_never_overwrite_full_results():
   assert harness.default_out('kernels', True) != harness.default_out('kernels', False)
-  assert harness.default_out('kernels', True).endswith(os.path.join('results', 'kernels_quick'))
+  assert harness.default_out('kernels', True).endswith(os.path.join('benchmarks', 'quick', 'kernels'))
+  # Smoke-run outputs are git-ignored.
+  with open(os.path.join(REPO, '.gitignore')) as f:
+    assert '/benchmarks/quick/' in f.read().split()

@@ -10,13 +10,13 @@ import pytest
 
 import linformer_jax as lj
 from linformer_jax import generate
-from linformer_jax import input_pipeline as data
-from linformer_jax import layers
-from linformer_jax import train
+from linformer_jax.data import text as data
+from linformer_jax import models
+from linformer_jax import trainer as train
 from linformer_jax import workdir as workdir_lib
 from test_lm import KINDS, REPO, load_config, tiny_lm_config
 
-PREFILL, DECODE = layers.LanguageModel.prefill, layers.LanguageModel.decode
+PREFILL, DECODE = models.LanguageModel.prefill, models.LanguageModel.decode
 
 
 @pytest.fixture(scope='module', autouse=True)

@@ -1,6 +1,5 @@
 """Task 'lm': next-byte batches and baselines, LanguageModel, configs/lm*.py training."""
 import collections
-import importlib.util
 import json
 import os
 
@@ -10,10 +9,11 @@ import numpy as np
 import pytest
 
 import linformer_jax as lj
-from linformer_jax import input_pipeline as data
+from linformer_jax import config_lib
+from linformer_jax.data import text as data
 from linformer_jax import metrics
 from linformer_jax import tasks
-from linformer_jax import train
+from linformer_jax import trainer as train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KINDS = ('linear', 'elu_linear', 'softmax', 'none')
@@ -34,18 +34,7 @@ def fast_compiles():
 
 
 def load_config(name, overrides=()):
-  spec = importlib.util.spec_from_file_location('config_under_test',
-                                                os.path.join(REPO, 'configs', name))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  for key, value in dict(overrides).items():
-    *parents, leaf = key.split('.')
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
+  return config_lib.load(os.path.join(REPO, 'configs', name), dict(overrides))
 
 
 def text_file(directory):
@@ -152,7 +141,7 @@ def test_lm_rejects_a_non_causal_config():
     lj.LanguageModel(lj.tiny()).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
   config = load_config('lm.py', {'model.causal': False})
   with pytest.raises(ValueError, match='causal=True'):
-    tasks.TASKS['lm'](config)
+    tasks.create(config)
 
 
 # ----------------------------------------------------------------------------- configs
@@ -162,7 +151,7 @@ def test_lm_rejects_a_non_causal_config():
                                         ('lm_elu_linear.py', 'elu_linear'), ('lm_none.py', 'none')])
 def test_lm_configs_build_causal_models_with_local_conv(name, kind):
   config = load_config(name)
-  model = tasks.TASKS['lm'](config).model
+  model = tasks.create(config).model
   assert isinstance(model, lj.LanguageModel)
   cfg = model.config
   assert (cfg.attention, cfg.causal, cfg.max_len) == (kind, True, config.seq_len)

@@ -249,7 +249,7 @@ def test_quickstart_on_colab(colab, tmp_path):
 def test_pretrain_mlm_on_colab_tpu(colab, tmp_path):
   workdir = tmp_path / 'mlm'
   # The package's own sources as the corpus: building stdlib_docs would double the
-  # time, and test_input_pipeline covers it.
+  # time, and test_data_text covers it.
   text_files = os.path.join(REPO, 'linformer_jax', '*.py')
   params = f'SMOKE = True\nWORKDIR = {str(workdir)!r}\nTEXT_FILES = {text_files!r}'
   nb, text, installed = _run_on_colab(colab, 'TPU', 'pretrain_mlm.ipynb', params, tmp_path)

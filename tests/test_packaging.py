@@ -1,4 +1,4 @@
-"""The package installs and imports with only jax and flax."""
+"""The package installs and imports with only jax and flax (the byte vocabulary too)."""
 import subprocess
 import sys
 import tomllib
@@ -19,6 +19,8 @@ def test_import_works_without_tensorflow():
           "for m in ('tensorflow', 'tensorflow_datasets', 'optax', 'orbax', 'ml_collections'):\n"
           "  sys.modules[m] = None\n"
           "import jax.numpy as jnp, linformer_jax as lj\n"
+          "from linformer_jax.data import vocab\n"
+          "assert vocab.decode(vocab.encode('héllo')) == 'héllo'\n"
           "x = jnp.ones((1, 8, 2, 4))\n"
           "assert lj.linear_attention(x, x, x).shape == (1, 8, 2, 4)\n"
           "assert 'tensorflow' not in [m for m, v in sys.modules.items() if v is not None]\n")

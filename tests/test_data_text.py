@@ -3,26 +3,18 @@ import ml_collections
 import numpy as np
 import pytest
 
-from linformer_jax import input_pipeline as ip
-from linformer_jax import stdlib_corpus
+from linformer_jax.data import ordering
+from linformer_jax.data import stdlib_corpus
+from linformer_jax.data import text as ip
 
 SEQ_LEN = 128
 BATCH = 8
 
 
-@pytest.fixture(scope='session')
-def data_dir(tmp_path_factory):
-  """A tmp TFDS data_dir with stdlib_docs prepared once for the session."""
-  path = str(tmp_path_factory.mktemp('tfds'))
-  builder = stdlib_corpus.prepare(path)
-  assert builder.info.splits['train'].num_examples > 100
-  assert builder.info.splits['validation'].num_examples > 0
-  return path
-
-
 def _config(**overrides):
   config = dict(dataset='stdlib_docs', data_dir=None, text_files='', text_key='text',
-                seq_len=SEQ_LEN, batch_size=BATCH, seed=0, mask_rate=0.15, num_eval_batches=2)
+                seq_len=SEQ_LEN, batch_size=BATCH, seed=0, mask_rate=0.15, num_eval_batches=2,
+                repeat_passage=False, max_train_sequences=None)
   config.update(overrides)
   return ml_collections.ConfigDict(config)
 
@@ -157,7 +149,7 @@ def test_eval_batches_fixed(data_dir):
 def test_validation_split(data_dir):
   # Files, not rows, are split (identical rows, e.g. licence comments, recur).
   paths = stdlib_corpus.source_files(stdlib_corpus.stdlib_dir())
-  held_out = [p for p in paths if stdlib_corpus.is_validation(p)]
+  held_out = [p for p in paths if ordering.split_by_name(p) == 'validation']
   assert 0.02 < len(held_out) / len(paths) < 0.10
   splits = stdlib_corpus.prepare(data_dir).info.splits  # Already prepared: reused.
   assert set(splits) == {'train', 'validation'}
@@ -297,7 +289,7 @@ def test_bad_text_files(tmp_path, files, match):
 
 def test_empty_validation_files(tmp_path):
   files = {f'doc{i}.txt': 'some text ' * 50 for i in range(30)}
-  val = [n for n in files if ip.stdlib_corpus.is_validation(n)]
+  val = [n for n in files if ordering.split_by_name(n) == 'validation']
   assert val, 'no validation file among these names; pick others'
   files.update({n: '' for n in val})
   pattern = _write(tmp_path, files)

@@ -8,11 +8,11 @@ in memory as uint16, so a TFDS dataset is read only up to a cap (below); a
 corpus larger than memory would need a streaming reader instead.
 
 The global batch at step s is a pure function of (config, s): rows are drawn
-with `batching.global_batch_indices` and BERT masking uses a numpy Generator
+with `ordering.global_batch_indices` and BERT masking uses a numpy Generator
 seeded by (seed, s). A resumed run therefore sees exactly the batches of an
-uninterrupted one, and each process takes its `batching.process_slice` rows.
+uninterrupted one, and each process takes its `ordering.process_slice` rows.
 
-With `config.repeat_passage` (default False) each row is CLS, a passage of
+With `config.repeat_passage` each row is CLS, a passage of
 (seq_len - 1) // 2 bytes, the same passage again (and one PAD if seq_len is
 even). Both copies are masked as usual, but only masked bytes of the second copy
 are scored: each can be copied from the first, (seq_len - 1) // 2 positions
@@ -33,21 +33,15 @@ from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
-from linformer_jax import batching
-from linformer_jax import stdlib_corpus
-
-# Byte-level vocabulary: ids 0..255 are UTF-8 byte values.
-PAD_ID = 256
-MASK_ID = 257
-CLS_ID = 258  # Also serves as BOS: every packed row starts with it.
-EOS_ID = 259  # Ends every document.
-VOCAB_SIZE = 260
+from linformer_jax.data import ordering
+from linformer_jax.data import stdlib_corpus
+# The vocabulary, under this module's names too (data.text.PAD_ID, ...).
+from linformer_jax.data.vocab import (CLS_ID, EOS_ID, MASK_ID, PAD_ID, VOCAB_SIZE,  # pylint: disable=unused-import
+                                      decode, encode)
 
 # Default cap on packed training tokens when `config.max_train_sequences` is
 # unset: 64M tokens, 128 MiB as uint16, whatever seq_len is.
 DEFAULT_MAX_TRAIN_TOKENS = 1 << 26
-# A single text file holds out its last 1/_VALIDATION_MODULUS rows.
-_VALIDATION_MODULUS = 20
 # Eval masks do not depend on config.seed, so runs with different seeds are
 # scored on the same masked tokens.
 _EVAL_SEED = 0
@@ -55,45 +49,40 @@ _EVAL_SEED = 0
 # the batch-order permutations (seeded by [seed, epoch]).
 _TRAIN_TAG, _EVAL_TAG = 1, 2
 
+# Config keys this pipeline reads besides batch_size, seed and num_eval_batches;
+# configs/mlm.py sets them.
+REQUIRED_KEYS = ('dataset', 'data_dir', 'text_files', 'text_key', 'seq_len', 'mask_rate',
+                 'repeat_passage', 'max_train_sequences')
+
 Batch = dict[str, np.ndarray]
-
-
-def encode(text: str) -> np.ndarray:
-  """UTF-8 bytes of `text` as int32 token ids, [len(bytes)]."""
-  return np.frombuffer(text.encode('utf-8'), dtype=np.uint8).astype(np.int32)
-
-
-def decode(ids) -> str:
-  """Text of byte ids; special ids are skipped, invalid UTF-8 is replaced."""
-  ids = np.asarray(ids).reshape(-1)
-  return ids[ids < 256].astype(np.uint8).tobytes().decode('utf-8', errors='replace')
 
 
 # ----------------------------------------------------------------------------
 # Config validation.
 
 
-def check_config(config, *, next_byte: bool = False) -> None:
+def check_config(config) -> None:
   """Raises ValueError for a config the pipeline cannot serve; cheap, offline.
 
-  `next_byte`: for next-byte batches, which ignore config.mask_rate.
+  The keys every task shares (batch_size, seed, ...) are tasks.check_config's.
+  config.task 'lm' reads next-byte batches, which ignore config.mask_rate.
   """
+  missing = [key for key in REQUIRED_KEYS if key not in config]
+  if missing:
+    raise ValueError(f'config keys {missing} are missing; configs/mlm.py sets them')
+  next_byte = config.get('task') == 'lm'
   if config.seq_len < 2:
     raise ValueError(f'config.seq_len={config.seq_len} must be >= 2 (CLS plus one token).')
   if not next_byte and not 0.0 < config.mask_rate < 1.0:
     raise ValueError(f'config.mask_rate={config.mask_rate} must be in the open interval (0, 1).')
-  if config.batch_size < 1:
-    raise ValueError(f'config.batch_size={config.batch_size} must be >= 1.')
-  if config.get('repeat_passage', False) and config.seq_len < 3:
+  if config.repeat_passage and config.seq_len < 3:
     raise ValueError(f'config.seq_len={config.seq_len} must be >= 3 with config.repeat_passage '
                      '(CLS plus a passage of at least one byte, twice).')
-  if config.get('num_eval_batches', 0) < 0:
-    raise ValueError(f'config.num_eval_batches={config.num_eval_batches} must be >= 0.')
   pattern = _text_files(config)
   if pattern:
     _matched_files(pattern)
     return
-  _checked_builder(config.dataset, _data_dir(config), config.get('text_key', 'text'))
+  _checked_builder(config.dataset, _data_dir(config), config.text_key)
 
 
 def _text_files(config) -> str:
@@ -220,10 +209,11 @@ def _read(path: str) -> bytes:
 def _text_file_rows(pattern: str, split: str, seq_len: int, max_sequences: int) -> np.ndarray:
   """Rows of one split of the files matching `pattern`, one document per file.
 
-  With several files, a file is validation when `stdlib_corpus.is_validation`
-  of its base name says so (~5%, stable as files are added or moved); if that
+  With several files, a file is validation when `ordering.split_by_name` of
+  its base name says so (~5%, stable as files are added or moved); if that
   picks none or all, the last file is validation. A single file is split by
-  rows instead: the last ~5% (at least one) are validation.
+  rows instead: the last 1/ordering.VALIDATION_MODULUS (at least one) are
+  validation.
   """
   files = _matched_files(pattern)
   if len(files) == 1:
@@ -231,10 +221,10 @@ def _text_file_rows(pattern: str, split: str, seq_len: int, max_sequences: int) 
     if len(rows) < 2:
       raise ValueError(f'config.text_files={pattern!r}: {files[0]} fills {len(rows)} row(s) of '
                        f'seq_len={seq_len}; need at least 2 to hold out validation.')
-    num_eval = max(1, len(rows) // _VALIDATION_MODULUS)
+    num_eval = max(1, len(rows) // ordering.VALIDATION_MODULUS)
     rows = rows[:-num_eval] if split == 'train' else rows[-num_eval:]
     return rows[:max_sequences]
-  val = [f for f in files if stdlib_corpus.is_validation(os.path.basename(f))]
+  val = [f for f in files if ordering.split_by_name(os.path.basename(f)) == 'validation']
   if not val or len(val) == len(files):
     val = files[-1:]
   chosen = val if split == 'validation' else [f for f in files if f not in set(val)]
@@ -242,7 +232,7 @@ def _text_file_rows(pattern: str, split: str, seq_len: int, max_sequences: int) 
   if not len(rows):
     raise ValueError(f'config.text_files={pattern!r}: the {split} files hold no text: '
                      f'{chosen[:3]}{" ..." if len(chosen) > 3 else ""}. Of several files, '
-                     f'those named by stdlib_corpus.is_validation (else the last) are '
+                     f'those ordering.split_by_name puts there (else the last) are '
                      f'validation.')
   return rows
 
@@ -288,13 +278,13 @@ def _rows(source: tuple, split: str, seq_len: int, max_sequences: int) -> np.nda
 
 
 def _max_train_sequences(config) -> int:
-  return config.get('max_train_sequences') or max(1, DEFAULT_MAX_TRAIN_TOKENS // config.seq_len)
+  return config.max_train_sequences or max(1, DEFAULT_MAX_TRAIN_TOKENS // config.seq_len)
 
 
 def _source(config) -> tuple:
   if config.get('text_files'):
     return ('files', _text_files(config))
-  return ('tfds', config.dataset, _data_dir(config), config.get('text_key', 'text'))
+  return ('tfds', config.dataset, _data_dir(config), config.text_key)
 
 
 # ----------------------------------------------------------------------------
@@ -379,17 +369,16 @@ def create_datasets(config, *, start_step: int = 0, process_index: int = 0, proc
   DEFAULT_MAX_TRAIN_TOKENS // seq_len), read from the start of the train split.
   With config.repeat_passage, rows hold a passage twice and only the second
   copy is scored (module docstring). `next_byte`: unmasked batches of the same
-  rows (`next_byte_batch`).
+  rows (`next_byte_batch`). The config is taken as checked (tasks.check_config).
   """
-  check_config(config, next_byte=next_byte)
   mask_rate = None if next_byte else config.mask_rate
   seq_len, global_batch = config.seq_len, config.batch_size
-  local = batching.process_slice(global_batch, process_index, process_count)
+  local = ordering.process_slice(global_batch, process_index, process_count)
   source = _source(config)
   max_train = _max_train_sequences(config)
-  num_eval_batches = config.get('num_eval_batches', 0)
+  num_eval_batches = config.num_eval_batches
   # Rows are packed at the length they are read in: CLS plus one passage.
-  repeat = config.get('repeat_passage', False)
+  repeat = config.repeat_passage
   read_len = 1 + (seq_len - 1) // 2 if repeat else seq_len
   score_from = read_len if repeat else 0
   expand = functools.partial(repeat_passage, seq_len=seq_len) if repeat else lambda rows: rows
@@ -406,7 +395,7 @@ def create_datasets(config, *, start_step: int = 0, process_index: int = 0, proc
   def train_iter():
     step = start_step
     while True:
-      indices = batching.global_batch_indices(step, global_batch, len(train_rows), config.seed)
+      indices = ordering.global_batch_indices(step, global_batch, len(train_rows), config.seed)
       rng = np.random.default_rng([config.seed, _TRAIN_TAG, step])
       yield _batch(train_rows, indices, rng, mask_rate, local, score_from, next_byte)
       step += 1

@@ -1,9 +1,9 @@
 """Input pipeline for long-sequence classification (numpy and TFDS, no JAX).
 
 Datasets (`config.dataset`):
-  images: 'shapes' (embedded, see synthetic_data), 'cifar10', 'mnist';
-  audio:  'tones' (embedded), 'speech_commands';
-  tokens: 'listops' (embedded, as in Long Range Arena).
+  images: 'shapes' (generated, see data/generators.py), 'cifar10', 'mnist';
+  audio:  'tones' (generated), 'speech_commands';
+  tokens: 'listops' (generated, as in Long Range Arena).
 TFDS datasets are read from `config.data_dir` and never downloaded.
 
 Every example becomes a sequence:
@@ -15,16 +15,16 @@ Batches are dicts {'inputs': [b, ...], 'label': int32 [b]}.
 
 Each split is held in memory, compactly (uint8 pixels, int16 samples, uint8
 tokens), and converted per batch. The global training batch at step s is a pure
-function of (config, s) (see batching.py), so a resumed run sees the same
+function of (config, s) (see ordering.py), so a resumed run sees the same
 batches as an uninterrupted one, and process p of P takes rows
-batching.process_slice(...) of it.
+ordering.process_slice(...) of it.
 
-Config fields: dataset, seed, batch_size (global), num_eval_batches; optional
-(defaults): data_dir (TFDS_DATA_DIR or ~/tensorflow_datasets), image_size (32,
-'shapes' only), image_channels (1, 'shapes' only: 1 or 3), patch_size (1),
-num_samples (8000), frame_size (2), listops_min_len (500), listops_max_len
-(2000), num_train_examples / num_eval_examples (generated sets only, defaults in
-DEFAULT_NUM_EXAMPLES).
+Config fields (REQUIRED_KEYS; values in configs/image.py, audio.py and
+listops.py): dataset, seed, batch_size (global), num_eval_batches, data_dir
+(TFDS datasets; None: TFDS_DATA_DIR or ~/tensorflow_datasets), and by dataset
+image_size and image_channels ('shapes'), patch_size (images), num_samples and
+frame_size (audio), listops_min_len and listops_max_len, num_train_examples and
+num_eval_examples (generated sets).
 """
 import dataclasses
 import functools
@@ -34,8 +34,10 @@ import re
 
 import numpy as np
 
-from linformer_jax import batching
-from linformer_jax import synthetic_data
+from linformer_jax import data as data_lib
+from linformer_jax.data import check_int
+from linformer_jax.data import generators
+from linformer_jax.data import ordering
 
 GENERATED_DATASETS = ('shapes', 'tones', 'listops')
 TFDS_DATASETS = ('cifar10', 'mnist', 'speech_commands')
@@ -43,19 +45,23 @@ DATASETS = GENERATED_DATASETS + TFDS_DATASETS
 
 _MODALITY = {'shapes': 'image', 'cifar10': 'image', 'mnist': 'image', 'tones': 'audio',
              'speech_commands': 'audio', 'listops': 'tokens'}
-_NUM_CLASSES = {'shapes': len(synthetic_data.SHAPES_CLASSES),
-                'tones': len(synthetic_data.TONES_CLASSES),
-                'listops': synthetic_data.LISTOPS_NUM_CLASSES,
+_NUM_CLASSES = {'shapes': len(generators.SHAPES_CLASSES),
+                'tones': len(generators.TONES_CLASSES),
+                'listops': generators.LISTOPS_NUM_CLASSES,
                 'cifar10': 10, 'mnist': 10, 'speech_commands': 12}
 _TFDS_IMAGE_SHAPES = {'cifar10': (32, 32, 3), 'mnist': (28, 28, 1)}
 # Neither cifar10 nor mnist has a validation split.
 _TFDS_EVAL_SPLIT = {'cifar10': 'test', 'mnist': 'test', 'speech_commands': 'validation'}
-_EMBEDDED_ALTERNATIVE = {'image': 'shapes', 'audio': 'tones'}
-# (train, eval) sizes of generated sets. Generating both takes about 3-6 s for
-# shapes at 32x32 (10-15 s at 64x64), 6-11 s for tones and 6-13 s for listops on
-# 2 CPU cores (idle-busy). Stored: 23 MB, 90 MB, 190 MB and 44 MB.
-DEFAULT_NUM_EXAMPLES = {'shapes': (20000, 2000), 'tones': (10000, 2000),
-                        'listops': (20000, 2000)}
+_GENERATED_ALTERNATIVE = {'image': 'shapes', 'audio': 'tones'}
+_GENERATED_KEYS = ('num_train_examples', 'num_eval_examples')
+# Config keys each dataset reads besides dataset, seed, batch_size and num_eval_batches.
+REQUIRED_KEYS = {
+    'shapes': ('image_size', 'image_channels', 'patch_size') + _GENERATED_KEYS,
+    'cifar10': ('patch_size',), 'mnist': ('patch_size',),
+    'tones': ('num_samples', 'frame_size') + _GENERATED_KEYS,
+    'speech_commands': ('num_samples', 'frame_size'),
+    'listops': ('listops_min_len', 'listops_max_len') + _GENERATED_KEYS,
+}
 # LRA's tree distribution (depth <= 10) keeps 0.04% of trees above 4000 tokens
 # and almost none above 6000, so larger minimum lengths never finish sampling.
 LISTOPS_MIN_LEN_LIMIT = 4000
@@ -71,22 +77,9 @@ class _Split:
 # ----------------------------------------------------------------------------- config
 
 
-_DEFAULTS = dict(image_size=32, image_channels=1, patch_size=1, num_samples=8000, frame_size=2,
-                 listops_min_len=500, listops_max_len=2000)
-
-
-def _opt(config, name, default=None):
-  """An optional config field; missing or None means `default` or _DEFAULTS[name]."""
-  value = config.get(name, None)
-  if value is not None:
-    return value
-  return _DEFAULTS[name] if default is None else default
-
-
 def _image_shape(config):
   if config.dataset == 'shapes':
-    size = _opt(config, 'image_size')
-    return size, size, _opt(config, 'image_channels')
+    return config.image_size, config.image_size, config.image_channels
   return _TFDS_IMAGE_SHAPES[config.dataset]
 
 
@@ -96,38 +89,37 @@ def _data_dir(config):
   return os.path.expanduser(data_dir)
 
 
-def _check_int(name, value, minimum):
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise ValueError(f'config.{name}={value!r} must be an integer >= {minimum}')
-
-
 def _check_shapes(config):
   """Validates everything that decides sequence shapes; cheap, touches no data."""
   name = config.dataset
   if name not in DATASETS:
     raise ValueError(f'Unknown config.dataset={name!r}; valid: {", ".join(DATASETS)}')
+  missing = [key for key in REQUIRED_KEYS[name] if config.get(key) is None]
+  if missing:
+    raise ValueError(f'config.dataset={name!r} needs config keys {missing}; configs/image.py, '
+                     f'audio.py and listops.py set them')
   modality = _MODALITY[name]
   if modality == 'image':
     if name == 'shapes':
-      _check_int('image_size', _opt(config, 'image_size'), 8)
-      if _opt(config, 'image_channels') not in (1, 3):
-        raise ValueError(f'config.image_channels={_opt(config, "image_channels")!r} must be 1 or 3')
-    patch = _opt(config, 'patch_size')
-    _check_int('patch_size', patch, 1)
+      check_int('image_size', config.image_size, 8)
+      if config.image_channels not in (1, 3):
+        raise ValueError(f'config.image_channels={config.image_channels!r} must be 1 or 3')
+    patch = config.patch_size
+    check_int('patch_size', patch, 1)
     height, width, _ = _image_shape(config)
     if height % patch or width % patch:
       raise ValueError(f'config.patch_size={patch} must divide the {name} image size '
                        f'{height}x{width}; valid: divisors of {np.gcd(height, width)}')
   elif modality == 'audio':
-    samples, frame = _opt(config, 'num_samples'), _opt(config, 'frame_size')
-    _check_int('num_samples', samples, 1)
-    _check_int('frame_size', frame, 1)
+    samples, frame = config.num_samples, config.frame_size
+    check_int('num_samples', samples, 1)
+    check_int('frame_size', frame, 1)
     if samples % frame:
       raise ValueError(f'config.frame_size={frame} must divide config.num_samples={samples}')
   else:
-    lo, hi = _opt(config, 'listops_min_len'), _opt(config, 'listops_max_len')
-    _check_int('listops_min_len', lo, 0)
-    _check_int('listops_max_len', hi, 3)
+    lo, hi = config.listops_min_len, config.listops_max_len
+    check_int('listops_min_len', lo, 0)
+    check_int('listops_max_len', hi, 3)
     if not lo < hi - 1 or lo >= LISTOPS_MIN_LEN_LIMIT:
       raise ValueError(
           f'config.listops_min_len={lo}, listops_max_len={hi}: expressions of L tokens with '
@@ -148,27 +140,26 @@ def _prepared_dir(name, data_dir):
       versions.append((tuple(int(v) for v in version.split('.')), os.path.dirname(info)))
   if versions:
     return max(versions)[1]
-  alternative = _EMBEDDED_ALTERNATIVE[_MODALITY[name]]
+  alternative = _GENERATED_ALTERNATIVE[_MODALITY[name]]
   raise ValueError(
       f'config.dataset={name!r} is not prepared in data_dir={data_dir!r} (no '
       f'{os.path.join(data_dir, name)}/<version>/dataset_info.json), and this pipeline never '
       f'downloads. Prepare it on a machine with network access with '
       f'`tfds build {name} --data_dir={data_dir}` (copy the directory here if needed), '
-      f'or use the embedded dataset: config.dataset={alternative!r}.')
+      f'or use the generated dataset: config.dataset={alternative!r}.')
 
 
 def check_config(config) -> None:
-  """Fast validation before anything expensive; ValueError naming the bad value."""
+  """Fast validation before anything expensive; ValueError naming the bad value.
+
+  The keys every task shares (batch_size, seed, ...) are tasks.check_config's.
+  """
   _check_shapes(config)
-  _check_int('seed', config.seed, 0)
-  _check_int('batch_size', config.batch_size, 1)
-  _check_int('num_eval_batches', config.num_eval_batches, 0)
   if config.dataset in TFDS_DATASETS:
     _prepared_dir(config.dataset, _data_dir(config))
   else:
-    train, evals = _num_examples(config)
-    _check_int('num_train_examples', train, 1)
-    _check_int('num_eval_examples', evals, 1)
+    for key in _GENERATED_KEYS:
+      check_int(key, config[key], 1)
 
 
 def dataset_info(config) -> dict:
@@ -185,15 +176,14 @@ def dataset_info(config) -> dict:
               vocab_size=None, pad_id=None, grid_width=0)
   if modality == 'image':
     height, width, channels = _image_shape(config)
-    patch = _opt(config, 'patch_size')
+    patch = config.patch_size
     info.update(seq_len=(height // patch) * (width // patch), feature_dim=patch * patch * channels,
                 grid_width=width // patch)
   elif modality == 'audio':
-    frame = _opt(config, 'frame_size')
-    info.update(seq_len=_opt(config, 'num_samples') // frame, feature_dim=frame)
+    info.update(seq_len=config.num_samples // config.frame_size, feature_dim=config.frame_size)
   else:
-    info.update(seq_len=_opt(config, 'listops_max_len'),
-                vocab_size=synthetic_data.LISTOPS_VOCAB_SIZE, pad_id=synthetic_data.PAD_ID)
+    info.update(seq_len=config.listops_max_len, vocab_size=generators.LISTOPS_VOCAB_SIZE,
+                pad_id=generators.PAD_ID)
   return info
 
 
@@ -247,18 +237,13 @@ def _converter(config):
   """Stored rows [b, ...] -> model inputs, with the config's values bound now."""
   modality = _MODALITY[config.dataset]
   if modality == 'image':
-    return functools.partial(image_patches, patch_size=_opt(config, 'patch_size'))
+    return functools.partial(image_patches, patch_size=config.patch_size)
   if modality == 'audio':
-    return functools.partial(audio_frames, frame_size=_opt(config, 'frame_size'))
+    return functools.partial(audio_frames, frame_size=config.frame_size)
   return lambda tokens: tokens.astype(np.int32)
 
 
 # ----------------------------------------------------------------------------- loading
-
-
-def _num_examples(config):
-  train, evals = DEFAULT_NUM_EXAMPLES[config.dataset]
-  return _opt(config, 'num_train_examples', train), _opt(config, 'num_eval_examples', evals)
 
 
 def _frozen(raw, labels):
@@ -274,24 +259,20 @@ def _generated_split(name, seed, stream, num_examples, args):
   """Generated split; stream 0 = train, 1 = eval, independent streams of `seed`."""
   rng_seed = np.random.SeedSequence(seed, spawn_key=(stream,))
   if name == 'shapes':
-    images, labels = synthetic_data.generate_shapes(num_examples, rng_seed, *args)
+    images, labels = generators.generate_shapes(num_examples, rng_seed, *args)
     return _frozen(np.round(images * 255).astype(np.uint8), labels)
   if name == 'tones':
-    waves, labels = synthetic_data.generate_tones(num_examples, rng_seed, *args)
+    waves, labels = generators.generate_tones(num_examples, rng_seed, *args)
     return _frozen(_to_int16(waves[..., 0]), labels)
-  tokens, labels = synthetic_data.generate_listops(num_examples, rng_seed, *args)
+  tokens, labels = generators.generate_listops(num_examples, rng_seed, *args)
   return _frozen(tokens.astype(np.uint8), labels)  # 17 ids fit a byte.
 
 
 @functools.lru_cache(maxsize=2)
 def _tfds_split(name, directory, split, num_samples):
   """A whole TFDS split read into memory, in its stored (deterministic) order."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  try:
-    tf.config.set_visible_devices([], 'GPU')  # The accelerators belong to JAX.
-  except RuntimeError:
-    pass  # TF already initialized its devices elsewhere.
+  data_lib.hide_accelerators_from_tf()
   builder = tfds.builder_from_directory(directory)
   ds = builder.as_dataset(split=split, shuffle_files=False)
   raws, labels = [], []
@@ -307,18 +288,17 @@ def _splits(config):
   name = config.dataset
   if name in TFDS_DATASETS:
     directory = _prepared_dir(name, _data_dir(config))
-    samples = _opt(config, 'num_samples')
+    samples = config.get('num_samples')  # Audio only.
     return (_tfds_split(name, directory, 'train', samples),
             _tfds_split(name, directory, _TFDS_EVAL_SPLIT[name], samples))
   if name == 'shapes':
-    args = (_opt(config, 'image_size'), _opt(config, 'image_channels'))
+    args = (config.image_size, config.image_channels)
   elif name == 'tones':
-    args = (_opt(config, 'num_samples'),)
+    args = (config.num_samples,)
   else:
-    args = (_opt(config, 'listops_min_len'), _opt(config, 'listops_max_len'))
-  train, evals = _num_examples(config)
-  return (_generated_split(name, config.seed, 0, train, args),
-          _generated_split(name, config.seed, 1, evals, args))
+    args = (config.listops_min_len, config.listops_max_len)
+  return (_generated_split(name, config.seed, 0, config.num_train_examples, args),
+          _generated_split(name, config.seed, 1, config.num_eval_examples, args))
 
 
 # ----------------------------------------------------------------------------- batches
@@ -331,7 +311,7 @@ def _batch(convert, split, indices):
 def _train_batches(convert, train, batch_size, seed, start_step, rows):
   step = start_step
   while True:
-    indices = batching.global_batch_indices(step, batch_size, len(train.labels), seed)
+    indices = ordering.global_batch_indices(step, batch_size, len(train.labels), seed)
     yield _batch(convert, train, indices[rows])
     step += 1
 
@@ -345,11 +325,11 @@ def create_datasets(config, *, start_step=0, process_index=0, process_count=1):
   eval batch i holds eval examples i*B .. (i+1)*B - 1 (B = config.batch_size),
   wrapping around to the start if the eval set is smaller. The first call per
   process generates or reads the data (seconds to minutes); later calls reuse it.
+  The config is taken as checked (tasks.check_config).
   """
-  check_config(config)
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index={process_index} must be in [0, {process_count})')
-  rows = batching.process_slice(config.batch_size, process_index, process_count)
+  rows = ordering.process_slice(config.batch_size, process_index, process_count)
   train, evals = _splits(config)
   convert, size = _converter(config), config.batch_size
   eval_batches = [
@@ -370,7 +350,6 @@ def baselines(config) -> dict:
   answering the most frequent class of the training split. Loads the splits
   as create_datasets does (cached: it reuses them); O(examples).
   """
-  check_config(config)
   train, evals = _splits(config)
   num_classes = _NUM_CLASSES[config.dataset]
   count = config.num_eval_batches * config.batch_size or len(evals.labels)

@@ -11,7 +11,7 @@ the whole vocabulary; its query slots follow a power law that favours slots
 right after the pairs, ours are uniform). With seq_len = 4 * num_pairs there is
 no noise and the queries directly follow the pairs.
 
-Batches have the masked-LM format, so `layers.MLMModel` serves as the model:
+Batches have the masked-LM format, so `models.MLMModel` serves as the model:
 {'inputs': int32 [b, n], 'targets': int32 [b, n], 'weights': float32 [b, n]},
 weights 1.0 exactly at the num_pairs scored positions of each row.
   bidirectional (config.model.causal False): each query's value is replaced by
@@ -23,7 +23,7 @@ Accuracy at the scored positions is the recall accuracy.
 
 The global batch at step s is generated from a numpy Generator seeded by
 (config.seed, s), so a resumed run sees the batches of an uninterrupted one;
-process p of P keeps rows batching.process_slice(...) of it. The eval set is
+process p of P keeps rows ordering.process_slice(...) of it. The eval set is
 seeded independently of config.seed: runs with different seeds are scored on the
 same examples.
 
@@ -35,14 +35,15 @@ import math
 
 import numpy as np
 
-from linformer_jax import batching
+from linformer_jax.data import check_int
+from linformer_jax.data import ordering
 
 # Token ids: MASK, then the keys, then the values (see vocab_size).
 MASK_ID = 0
 FIRST_KEY_ID = 1
 # Rows are never padded: no position is masked out of attention.
 PAD_ID = None
-# As in input_pipeline: eval examples do not depend on config.seed, and tags keep
+# As in data/text.py: eval examples do not depend on config.seed, and tags keep
 # the train and eval streams apart.
 _EVAL_SEED = 0
 _TRAIN_TAG, _EVAL_TAG = 1, 2
@@ -62,20 +63,15 @@ def _causal(config) -> bool:
 # ----------------------------------------------------------------------------- config
 
 
-def _check_int(name, value, minimum):
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise ValueError(f'config.{name}={value!r} must be an integer >= {minimum}')
-
-
 def check_config(config) -> None:
-  """Fast validation, before anything is generated; ValueError naming the bad value."""
-  _check_int('seed', config.seed, 0)
-  _check_int('num_pairs', config.num_pairs, 1)
-  _check_int('key_vocab_size', config.key_vocab_size, 1)
-  _check_int('value_vocab_size', config.value_vocab_size, 2)
-  _check_int('seq_len', config.seq_len, 1)
-  _check_int('batch_size', config.batch_size, 1)
-  _check_int('num_eval_batches', config.num_eval_batches, 0)
+  """Fast validation, before anything is generated; ValueError naming the bad value.
+
+  The keys every task shares (batch_size, seed, ...) are tasks.check_config's.
+  """
+  check_int('num_pairs', config.num_pairs, 1)
+  check_int('key_vocab_size', config.key_vocab_size, 1)
+  check_int('value_vocab_size', config.value_vocab_size, 2)
+  check_int('seq_len', config.seq_len, 1)
   if config.key_vocab_size < config.num_pairs:
     raise ValueError(f'config.key_vocab_size={config.key_vocab_size} is smaller than '
                      f'config.num_pairs={config.num_pairs}: keys within a row are distinct, so '
@@ -92,15 +88,15 @@ def check_config(config) -> None:
 def baselines(config) -> dict:
   """Reference scores at the query positions, without recall.
 
-  chance_accuracy / uniform_loss: a uniform guess over the values (nats).
-  mode_guess_accuracy: guessing the value that occurs most often among the
+  baseline_chance_accuracy / baseline_chance_loss: a uniform guess over the
+  values (loss in nats; the names classification's baselines use).
+  baseline_mode_guess_accuracy: guessing the value that occurs most often among the
   row's pairs, the best a model can do without matching the query key (values
   repeat, so it beats a guess among the row's values, ~1/num_pairs).
   """
-  check_config(config)
   values, pairs = config.value_vocab_size, config.num_pairs
-  return dict(chance_accuracy=1.0 / values, uniform_loss=math.log(values),
-              mode_guess_accuracy=float(_expected_max_count(pairs, values)) / pairs)
+  return dict(baseline_chance_accuracy=1.0 / values, baseline_chance_loss=math.log(values),
+              baseline_mode_guess_accuracy=float(_expected_max_count(pairs, values)) / pairs)
 
 
 def _expected_max_count(draws: int, values: int) -> float:
@@ -191,12 +187,12 @@ def create_datasets(config, *, start_step: int = 0, process_index: int = 0,
   Batches of config.batch_size // process_count rows of config.seq_len tokens.
   train_iter is infinite and starts at global step `start_step`; eval_batches
   are config.num_eval_batches fixed batches, the same for every config.seed.
-  Generation costs milliseconds per batch; nothing is stored.
+  Generation costs milliseconds per batch; nothing is stored. The config is
+  taken as checked (tasks.check_config).
   """
-  check_config(config)
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index={process_index} must be in [0, {process_count})')
-  rows = batching.process_slice(config.batch_size, process_index, process_count)
+  rows = ordering.process_slice(config.batch_size, process_index, process_count)
   eval_batches = [_batch(config, np.random.default_rng([_EVAL_SEED, _EVAL_TAG, i]), rows)
                   for i in range(config.num_eval_batches)]
 

@@ -1,14 +1,15 @@
-"""Training: configs, exact data parallelism and resume, bad inputs, recompiles, multi-host.
+"""trainer.py: configs, exact data parallelism and resume, bad inputs, recompiles, multi-host.
 
 Compilation dominates these tests' time, so: every MLM run shares one tiny
 config (TINY), compiled once per session and then served by conftest.py's
 compilation cache, here and in the subprocesses that restart, kill or spread a
 run; and XLA runs with most optimizations off (half the compile time, in this
 process and in every subprocess alike, so exact comparisons stay exact).
+Full training runs, multi-device and multi-process runs are marked slow; the
+fast tests check the loop's pieces and that bad input stops before any work.
 """
 import glob
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -25,26 +26,20 @@ import numpy as np
 import pytest
 
 from linformer_jax import checkpoints
-from linformer_jax import input_pipeline
+from linformer_jax import config_lib
 from linformer_jax import metrics
-from linformer_jax import stdlib_corpus
-from linformer_jax import train
+from linformer_jax import trainer
+from linformer_jax import workdir as workdir_lib
+from linformer_jax.data import text
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MLM_CONFIG = os.path.join(REPO, 'configs', 'mlm.py')
-CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(REPO, 'configs', '*.py'))
-                      if not os.path.basename(p).startswith('_'))
+import helpers
 
-MODEL_TINY = {'model.num_layers': 1, 'model.num_heads': 2, 'model.emb_dim': 32,
-              'model.mlp_dim': 64, 'model.linformer_k': 16, 'model.chunk_size': 16}
-# Shrinks whichever of these data keys a classification config has.
-CLASSIFICATION_TINY = {'batch_size': 8, 'num_eval_batches': 1, 'image_size': 8, 'patch_size': 2,
-                       'num_samples': 256, 'frame_size': 8, 'listops_min_len': 8,
-                       'listops_max_len': 48}
-TINY = {**MODEL_TINY, 'seq_len': 64, 'batch_size': 8, 'num_train_steps': 100,
-        'warmup_steps': 10, 'learning_rate': 3e-3, 'log_every_steps': 10,
-        'eval_every_steps': 50, 'checkpoint_every_steps': 10, 'keep_checkpoints': 3,
-        'num_eval_batches': 2, 'model.dropout_rate': 0.1}
+REPO = helpers.REPO
+MLM_CONFIG = helpers.config_path('mlm.py')
+# Every runnable config (base.py names no task).
+CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(helpers.CONFIGS, '*.py'))
+                      if os.path.basename(p) != 'base.py')
+TINY = helpers.tiny_overrides('mlm.py', **{'model.dropout_rate': 0.1})
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -54,18 +49,7 @@ def subprocess_env(**extra):
   return {**os.environ, 'JAX_DISABLE_MOST_OPTIMIZATIONS': 'true', **extra}
 
 
-def load_config(path, overrides=()):
-  spec = importlib.util.spec_from_file_location('config_under_test', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  for key, value in dict(overrides).items():
-    *parents, name = key.split('.')
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[name] = value
-  return config
+load_config = config_lib.load
 
 
 def flags(overrides):
@@ -86,7 +70,7 @@ def run_entry(workdir, overrides, timeout=600):
 
 def logged(workdir):
   """metrics.jsonl without the clock-dependent fields."""
-  return [{k: v for k, v in r.items() if k not in train.TIMING_METRICS}
+  return [{k: v for k, v in r.items() if k not in trainer.TIMING_METRICS}
           for r in metrics.read_metrics(workdir)]
 
 
@@ -142,14 +126,6 @@ def fast_compiles():
   jax.config.update('jax_disable_most_optimizations', False)
 
 
-@pytest.fixture(scope='session')
-def data_dir(tmp_path_factory):
-  """The embedded stdlib corpus, prepared once per session."""
-  path = str(tmp_path_factory.mktemp('tfds'))
-  stdlib_corpus.prepare(path)
-  return path
-
-
 @pytest.fixture(scope='module')
 def tiny(data_dir):
   """TINY's overrides, data_dir included (also as command-line flags)."""
@@ -160,13 +136,14 @@ def tiny(data_dir):
 def straight(tiny, tmp_path_factory):
   """TINY trained start to finish in one process: (workdir, final state)."""
   workdir = str(tmp_path_factory.mktemp('straight'))
-  state = train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)
+  state = trainer.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)
   return workdir, state
 
 
 # ----------------------------------------------------------------------------- tests
 
 
+@pytest.mark.slow
 def test_straight_run_writes_checkpoints_metrics_and_tensorboard(straight):
   workdir, state = straight
   assert int(state.step) == TINY['num_train_steps']
@@ -182,6 +159,7 @@ def test_straight_run_writes_checkpoints_metrics_and_tensorboard(straight):
   assert glob.glob(os.path.join(workdir, 'tensorboard', 'events.out.tfevents.*'))
 
 
+@pytest.mark.slow
 def test_loss_falls(straight):
   records = metrics.read_metrics(straight[0])[1:]  # Past the baselines at step 0.
   first, last = records[0]['train_loss'], records[-1]['train_loss']
@@ -190,26 +168,29 @@ def test_loss_falls(straight):
   assert evals[-1] < evals[0]
 
 
+@pytest.mark.slow
 def test_finished_run_just_reports_done(straight, tiny):
   workdir, state = straight
   before = snapshot(workdir)
-  again = train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)
+  again = trainer.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)
   assert_same_params(again.params, state.params, rtol=0, atol=0)
   assert snapshot(workdir) == before
 
 
+@pytest.mark.slow
 def test_resume_in_a_new_process_is_exact(straight, tiny, tmp_path):
   workdir = str(tmp_path)
-  train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir, stop_after_step=50)
+  trainer.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir, stop_after_step=50)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['30', '40', '50']
   run_entry(workdir, tiny)  # A new process: restores step 50, trains 51..100.
-  resumed = train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)  # Done: restores.
+  resumed = trainer.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)  # Done: restores.
   assert int(resumed.step) == 100
   assert_same_params(resumed.params, straight[1].params)
   assert_same_params(resumed.opt_state, straight[1].opt_state)
   assert_same_metrics(logged(workdir), logged(straight[0]))
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_a_checkpoint_that_resumes_exactly(straight, tiny, tmp_path):
   workdir = str(tmp_path)
   proc = subprocess.Popen(entry_command(workdir, tiny), cwd=REPO, env=subprocess_env(),
@@ -225,13 +206,14 @@ def test_sigkill_leaves_a_checkpoint_that_resumes_exactly(straight, tiny, tmp_pa
   assert proc.returncode == -signal.SIGKILL, 'the run ended before it could be killed'
   latest = checkpoints.create_manager(workdir, 3).latest_step()
   assert latest is not None and latest < 100
-  resumed = train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)
+  resumed = trainer.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)
   assert_same_params(resumed.params, straight[1].params)
   assert_same_metrics(logged(workdir), logged(straight[0]))
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path, monkeypatch):
-  create = input_pipeline.create_datasets
+  create = text.create_datasets
 
   def poisoned(config, *, start_step=0, **kwargs):
     train_iter, eval_batches = create(config, start_step=start_step, **kwargs)
@@ -243,36 +225,38 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path, mo
         yield batch
     return batches(), eval_batches
 
-  monkeypatch.setattr(input_pipeline, 'create_datasets', poisoned)
+  monkeypatch.setattr(text, 'create_datasets', poisoned)
   workdir = str(tmp_path)
   with pytest.raises(FloatingPointError, match=r'non-finite loss=nan at step 25.*step 20\)'):
-    train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)
+    trainer.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)
   assert checkpoints.create_manager(workdir, 3).all_steps() == [10, 20]
   assert metrics.read_metrics(workdir)[-1]['step'] == 20
   assert not os.path.exists(os.path.join(workdir, 'lock'))  # Released on the exception.
   # The run ends at its checkpoint: nothing to do but restore it.
-  state = train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir, stop_after_step=20)
+  state = trainer.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir, stop_after_step=20)
   assert int(state.step) == 20
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(state))
 
 
+@pytest.mark.slow
 def test_allowed_config_change_is_recorded(straight, tiny, tmp_path):
   workdir = str(tmp_path / 'workdir')
   shutil.copytree(straight[0], workdir)
   before = metrics.read_metrics(workdir)
   config = load_config(MLM_CONFIG, {**tiny, 'learning_rate': 1e-3, 'log_every_steps': 5})
-  config.allow_changed = 'learning_rate'  # configs/*.py would declare it ('' by default).
-  state = train.train_and_evaluate(config, workdir)  # Done at step 100: records only.
+  config.allow_changed = 'learning_rate'  # '' in configs/base.py.
+  state = trainer.train_and_evaluate(config, workdir)  # Done at step 100: records only.
   assert int(state.step) == 100
   with open(os.path.join(workdir, 'config.json')) as f:
     stored = json.load(f)
   assert stored['config']['learning_rate'] == 1e-3
   assert stored['changes'] == [{'step': 100, 'keys': {
-      'allow_changed': ['<absent>', 'learning_rate'], 'learning_rate': [3e-3, 1e-3],
+      'allow_changed': ['', 'learning_rate'], 'learning_rate': [3e-3, 1e-3],
       'log_every_steps': [10, 5]}}]
   assert metrics.read_metrics(workdir) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('damage', ['truncated', 'empty'])
 def test_damaged_latest_checkpoint_resumes_from_the_one_before(damage, straight, tiny, tmp_path):
   workdir = str(tmp_path / 'workdir')
@@ -285,13 +269,14 @@ def test_damaged_latest_checkpoint_resumes_from_the_one_before(damage, straight,
     for path in glob.glob(os.path.join(latest, '**', 'd', '*'), recursive=True):
       with open(path, 'r+b') as f:
         f.truncate(os.path.getsize(path) // 2)
-  state = train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)  # 90 -> 100 again.
+  state = trainer.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)  # 90 -> 100 again.
   assert int(state.step) == 100
   assert_same_params(state.params, straight[1].params)
   assert_same_metrics(logged(workdir), logged(straight[0]))
   assert os.listdir(os.path.join(workdir, checkpoints.UNRESTORABLE_DIR)) == ['100']
 
 
+@pytest.mark.slow
 def test_live_lock_stops_a_second_run(straight, tiny, tmp_path):
   workdir = str(tmp_path / 'workdir')
   shutil.copytree(straight[0], workdir)
@@ -301,13 +286,13 @@ def test_live_lock_stops_a_second_run(straight, tiny, tmp_path):
       json.dump({'pid': owner.pid, 'host': socket.gethostname()}, f)
     before = snapshot(workdir)
     with pytest.raises(RuntimeError, match=f'Another run is using workdir.*process {owner.pid}'):
-      train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)
+      trainer.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)
     assert snapshot(workdir) == before
   finally:
     owner.kill()
     owner.wait()
   # Its process gone, the lock is stale: the next run takes it over.
-  train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)
+  trainer.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)
   assert not os.path.exists(os.path.join(workdir, 'lock'))
 
 
@@ -318,7 +303,7 @@ def test_tilde_in_paths_is_expanded(tiny, data_dir, tmp_path, monkeypatch):
   monkeypatch.setenv('HOME', str(home))
   monkeypatch.chdir(tmp_path)
   config = load_config(MLM_CONFIG, {**tiny, 'data_dir': '~/tfds', 'checkpoint_every_steps': 1})
-  train.train_and_evaluate(config, '~/run', stop_after_step=1)
+  trainer.train_and_evaluate(config, '~/run', stop_after_step=1)
   assert os.listdir(home / 'run' / 'checkpoints') == ['1']
   assert sorted(os.listdir(tmp_path)) == ['home']  # No literal ./~ anywhere.
   with open(home / 'run' / 'config.json') as f:
@@ -326,26 +311,24 @@ def test_tilde_in_paths_is_expanded(tiny, data_dir, tmp_path, monkeypatch):
 
 
 def test_train_step_compiles_once(tiny, tmp_path, monkeypatch):
-  monkeypatch.setattr(train, 'train_step', chex.assert_max_traces(train.train_step, n=1))
-  monkeypatch.setattr(train, 'eval_step', chex.assert_max_traces(train.eval_step, n=1))
+  monkeypatch.setattr(trainer, 'train_step', chex.assert_max_traces(trainer.train_step, n=1))
+  monkeypatch.setattr(trainer, 'eval_step', chex.assert_max_traces(trainer.eval_step, n=1))
   overrides = {**tiny, 'log_every_steps': 1, 'eval_every_steps': 2, 'checkpoint_every_steps': 3}
-  state = train.train_and_evaluate(load_config(MLM_CONFIG, overrides), str(tmp_path),
+  state = trainer.train_and_evaluate(load_config(MLM_CONFIG, overrides), str(tmp_path),
                                    stop_after_step=6)
   assert int(state.step) == 6
   assert sum('eval_loss' in r for r in metrics.read_metrics(str(tmp_path))) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', CONFIG_FILES, ids=os.path.basename)
 def test_every_config_trains_two_steps(path, data_dir, tmp_path):
-  config = load_config(path)
-  if config.task == 'mlm':  # TINY's schedule too: mlm.py then reuses its compilation.
-    overrides = dict(TINY)
-  else:
-    overrides = {k: v for k, v in CLASSIFICATION_TINY.items() if k in config}
-    overrides.update(num_train_examples=64, num_eval_examples=16)  # Generated data only.
-  overrides.update(MODEL_TINY, data_dir=data_dir, checkpoint_every_steps=2)
+  # TINY's schedule too: mlm.py then reuses its compilation.
+  overrides = helpers.tiny_overrides(os.path.basename(path), checkpoint_every_steps=2)
   config = load_config(path, overrides)
-  state = train.train_and_evaluate(config, str(tmp_path), stop_after_step=2)
+  if 'data_dir' in config:
+    config.data_dir = data_dir
+  state = trainer.train_and_evaluate(config, str(tmp_path), stop_after_step=2)
   assert int(state.step) == 2
   assert os.listdir(os.path.join(tmp_path, 'checkpoints')) == ['2']
   records = metrics.read_metrics(str(tmp_path))
@@ -354,8 +337,9 @@ def test_every_config_trains_two_steps(path, data_dir, tmp_path):
   if config.task == 'mlm':
     assert baselines == {'baseline_unigram_loss', 'baseline_bigram_loss'}
   else:
-    assert baselines == {'baseline_chance_loss', 'baseline_chance_accuracy',
-                         'baseline_majority_accuracy'}
+    best_guess = {'classification': 'baseline_majority_accuracy',
+                  'recall': 'baseline_mode_guess_accuracy'}[config.task]
+    assert baselines == {'baseline_chance_loss', 'baseline_chance_accuracy', best_guess}
     np.testing.assert_allclose(records[0]['baseline_chance_loss'],
                                -np.log(records[0]['baseline_chance_accuracy']), rtol=1e-12)
 
@@ -363,11 +347,11 @@ def test_every_config_trains_two_steps(path, data_dir, tmp_path):
 def test_classification_task_end_to_end(tmp_path):
   # Token inputs and CLS pooling (configs/image.py covers float features): the
   # MLM config turned classifier, new keys added (the config is unlocked).
-  overrides = {**MODEL_TINY, 'task': 'classification', 'dataset': 'listops',
+  overrides = {**helpers.TINY_MODEL, 'task': 'classification', 'dataset': 'listops',
                'listops_min_len': 8, 'listops_max_len': 48, 'model.pooling': 'cls',
                'num_train_examples': 64, 'num_eval_examples': 16, 'num_train_steps': 4,
                'warmup_steps': 1, 'num_eval_batches': 1}
-  state = train.train_and_evaluate(load_config(MLM_CONFIG, overrides), str(tmp_path))
+  state = trainer.train_and_evaluate(load_config(MLM_CONFIG, overrides), str(tmp_path))
   assert 'head' in state.params
   records = metrics.read_metrics(str(tmp_path))
   assert records[-1]['step'] == 4 and 0 <= records[-1]['eval_accuracy'] <= 1
@@ -395,10 +379,11 @@ def test_classification_task_end_to_end(tmp_path):
     ({'text_files': 'SHORT_FILE'}, r'fills 1 row\(s\) of seq_len=64; need at least 2'),
     ({'text_files': 'DIRECTORY'}, r'matches directories'),
 ])
-def test_bad_input_fails_early_and_keeps_workdir(overrides, match, straight, tiny, tmp_path,
-                                                monkeypatch):
+def test_bad_input_fails_early_and_keeps_workdir(overrides, match, tiny, tmp_path, monkeypatch):
+  # The workdir of a TINY run, as far as the checks see it: its stored config.
   workdir = str(tmp_path / 'workdir')
-  shutil.copytree(straight[0], workdir)
+  os.makedirs(workdir)
+  workdir_lib.record_config(workdir, load_config(MLM_CONFIG, tiny), {}, 0)
   before = snapshot(workdir)
   overrides = {**tiny, **{k: _make_input(tmp_path, v) for k, v in overrides.items()}}
   config = load_config(MLM_CONFIG, overrides)
@@ -407,10 +392,10 @@ def test_bad_input_fails_early_and_keeps_workdir(overrides, match, straight, tin
     raise AssertionError('got past validation')
 
   # Neither data nor parameters are made before the config is found wanting.
-  monkeypatch.setattr(input_pipeline, 'create_datasets', too_late)
-  monkeypatch.setattr(train, 'create_state', too_late)
+  monkeypatch.setattr(text, 'create_datasets', too_late)
+  monkeypatch.setattr(trainer, 'create_state', too_late)
   with pytest.raises(ValueError, match=match):
-    train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
   assert snapshot(workdir) == before
 
 
@@ -442,7 +427,7 @@ def _make_input(tmp_path, value):
 def test_bad_text_data_leaves_no_workdir(text_files, tiny, tmp_path):
   config = load_config(MLM_CONFIG, {**tiny, 'text_files': _make_input(tmp_path, text_files)})
   with pytest.raises(ValueError, match='config.text_files='):
-    train.train_and_evaluate(config, str(tmp_path / 'workdir'))
+    trainer.train_and_evaluate(config, str(tmp_path / 'workdir'))
   assert not os.path.exists(tmp_path / 'workdir')
 
 
@@ -451,7 +436,7 @@ def test_unwritable_workdir(tiny, tmp_path):
   blocker.write_text('not a directory')
   workdir = str(blocker / 'run')
   with pytest.raises(ValueError, match=f'workdir {workdir!r} is not a writable directory'):
-    train.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)
+    trainer.train_and_evaluate(load_config(MLM_CONFIG, tiny), workdir)
 
 
 # The two-process run and its reference: short, as neither shares a compilation.
@@ -462,16 +447,16 @@ FAKE_DEVICES = r'''
 import json, os, sys
 import numpy as np
 import jax
-from linformer_jax import train
+from linformer_jax import trainer
 sys.path.insert(0, os.path.join({repo!r}, 'tests'))
-from test_train import MLM_CONFIG, load_config, logged, snapshot, without_key_bias
+from test_trainer import MLM_CONFIG, load_config, logged, snapshot, without_key_bias
 assert jax.local_device_count() == 8, jax.devices()
 tiny, tmp = json.loads({tiny!r}), {tmp!r}
 out = {{}}
 
 # Without dropout (each device draws its own masks), 8 devices = 1 device.
 exact = {{**tiny, 'model.dropout_rate': 0.0}}
-states = {{n: train.train_and_evaluate(load_config(MLM_CONFIG, exact), os.path.join(tmp, f'd{{n}}'),
+states = {{n: trainer.train_and_evaluate(load_config(MLM_CONFIG, exact), os.path.join(tmp, f'd{{n}}'),
                                        num_devices=n, stop_after_step=4) for n in (8, 1)}}
 params = {{n: without_key_bias(states[n].params) for n in states}}
 out['max_abs_diff'] = max(float(np.max(np.abs(params[8][k] - params[1][k]))) for k in params[1])
@@ -480,7 +465,7 @@ out['metrics'] = {{n: logged(os.path.join(tmp, f'd{{n}}')) for n in states}}
 
 before = snapshot(os.path.join(tmp, 'd8'))
 try:
-  train.train_and_evaluate(load_config(MLM_CONFIG, {{**exact, 'batch_size': 12}}),
+  trainer.train_and_evaluate(load_config(MLM_CONFIG, {{**exact, 'batch_size': 12}}),
                            os.path.join(tmp, 'd8'))
 except ValueError as e:
   out['error'] = str(e)
@@ -489,7 +474,7 @@ out['unchanged'] = snapshot(os.path.join(tmp, 'd8')) == before
 # The two-process test's reference: 2 devices fold the same device indices
 # into their dropout keys as 2 processes of 1 device.
 out['two_devices'] = os.path.join(tmp, 'd2')
-train.train_and_evaluate(load_config(MLM_CONFIG, {{**tiny, **json.loads({short!r})}}),
+trainer.train_and_evaluate(load_config(MLM_CONFIG, {{**tiny, **json.loads({short!r})}}),
                          out['two_devices'], num_devices=2)
 print('RESULT', json.dumps(out))
 '''
@@ -508,17 +493,20 @@ def fake_devices(tiny, tmp_path_factory):
   return json.loads(line[len('RESULT '):])
 
 
+@pytest.mark.slow
 def test_eight_devices_give_the_one_device_update(fake_devices):
   assert fake_devices['max_abs_param'] > 0.1
   assert fake_devices['max_abs_diff'] < 1e-6, fake_devices['max_abs_diff']
   assert_same_metrics(fake_devices['metrics']['8'], fake_devices['metrics']['1'], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_batch_not_divisible_by_devices(fake_devices):
   assert 'batch_size=12 is not divisible by the number of devices 8' in fake_devices['error']
   assert fake_devices['unchanged']
 
 
+@pytest.mark.slow
 def test_two_processes_on_localhost_match_two_devices(fake_devices, tiny, tmp_path):
   # Both processes restore the reference's step-8 checkpoint (the two layouts
   # compute the same numbers), train steps 9..12 and save step 12.
@@ -538,8 +526,8 @@ def test_two_processes_on_localhost_match_two_devices(fake_devices, tiny, tmp_pa
   for p, err in zip(procs, errors):
     assert p.returncode == 0, err[-5000:]
   config = load_config(MLM_CONFIG, {**tiny, **SHORT})
-  final = train.train_and_evaluate(config, workdir)  # Done: restores.
-  reference = train.train_and_evaluate(config, reference_dir)
+  final = trainer.train_and_evaluate(config, workdir)  # Done: restores.
+  reference = trainer.train_and_evaluate(config, reference_dir)
   assert int(final.step) == SHORT['num_train_steps']
   assert_same_params(final.params, reference.params)
   assert_same_metrics(logged(workdir), logged(reference_dir))
@@ -551,21 +539,21 @@ def test_two_processes_on_localhost_match_two_devices(fake_devices, tiny, tmp_pa
 def test_learning_rate_schedule():
   config = load_config(MLM_CONFIG, {'learning_rate': 1.0, 'warmup_steps': 10,
                                     'num_train_steps': 110})
-  schedule = train.learning_rate_schedule(config)
+  schedule = trainer.learning_rate_schedule(config)
   steps = [0, 5, 10, 60, 110, 120]
   np.testing.assert_allclose([float(schedule(s)) for s in steps], [0, 0.5, 1, 0.5, 0, 0],
                              atol=1e-7)
   config.warmup_steps = 0
-  schedule = train.learning_rate_schedule(config)
+  schedule = trainer.learning_rate_schedule(config)
   np.testing.assert_allclose([float(schedule(s)) for s in (0, 55, 110)], [1, 0.5, 0], atol=1e-7)
 
 
 def test_weight_decay_mask_is_weight_matrices_only():
-  from linformer_jax import layers  # pylint: disable=g-import-not-at-top
   from linformer_jax import model_config  # pylint: disable=g-import-not-at-top
+  from linformer_jax import models  # pylint: disable=g-import-not-at-top
   cfg = model_config.tiny(attention='linformer', num_layers=1)
-  params = layers.MLMModel(cfg).init(jax.random.PRNGKey(0), np.zeros((1, 16), np.int32))['params']
-  mask = {'/'.join(k): v for k, v in flax.traverse_util.flatten_dict(train.decay_mask(params)).items()}
+  params = models.MLMModel(cfg).init(jax.random.PRNGKey(0), np.zeros((1, 16), np.int32))['params']
+  mask = {'/'.join(k): v for k, v in flax.traverse_util.flatten_dict(trainer.decay_mask(params)).items()}
   flat = {'/'.join(k): v for k, v in flax.traverse_util.flatten_dict(params).items()}
   assert mask.keys() == flat.keys()
   assert all(flat[k].ndim >= 2 for k in mask if mask[k])  # Matrices only: no bias or scale.
@@ -589,7 +577,7 @@ def test_summarize_train_weights_by_denominator():
                              param_norm=10.0, learning_rate=0.1),
              _device_metrics(loss=1.0, accuracy=0.25, denominator=3.0, grad_norm=3.0,
                              param_norm=20.0, learning_rate=0.2)]
-  got = train._summarize_train(history, first_step=1)
+  got = trainer._summarize_train(history, first_step=1)
   expected = {'train_loss': 1.25, 'train_accuracy': 0.3125, 'train_perplexity': np.exp(1.25),
               'grad_norm': 2.0, 'param_norm': 15.0, 'learning_rate': 0.2}
   assert got.keys() == expected.keys()
@@ -603,22 +591,5 @@ def test_summarize_train_stops_at_the_first_non_finite_step(name):
   history = [_device_metrics(**good), _device_metrics(**{**good, name: np.inf}),
              _device_metrics(**{**good, name: np.nan})]
   with pytest.raises(FloatingPointError, match=f'non-finite {name}=inf at step 12'):
-    train._summarize_train(history, first_step=11)
+    trainer._summarize_train(history, first_step=11)
 
-
-def test_metrics_truncate(tmp_path):
-  workdir = str(tmp_path)
-  writer = metrics.MetricWriter(workdir)
-  for step in range(6):
-    writer.write(step, {'train_loss': float(step)})
-  writer.close()
-  with open(tmp_path / metrics.METRICS_FILE, 'a') as f:
-    f.write('{"step": 6, "train_lo')  # Torn by a kill.
-  writer = metrics.MetricWriter(workdir)
-  writer.truncate(3)
-  assert metrics.read_metrics(workdir) == [{'step': s, 'train_loss': s} for s in range(4)]
-  writer.truncate(-1)
-  assert metrics.read_metrics(workdir) == []
-  writer.close()
-  metrics.MetricWriter(workdir, enabled=False).write(1, {'train_loss': 1.0})
-  assert metrics.read_metrics(workdir) == []

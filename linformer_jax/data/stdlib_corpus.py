@@ -4,10 +4,10 @@ The docstrings and comments of the standard library of the running interpreter,
 one example per source file. Building it reads only local files, so a fresh
 machine can train the masked LM with no download and no network.
 
-Prepare it (~20-40 s on 2 CPU cores, mostly `tokenize`; `input_pipeline` also
+Prepare it (~20-40 s on 2 CPU cores, mostly `tokenize`; `data.text` also
 does this on first use):
 
-  python -c "from linformer_jax import stdlib_corpus as s; s.prepare('DATA_DIR')"
+  python -c "from linformer_jax.data import stdlib_corpus as s; s.prepare('DATA_DIR')"
 
 The corpus depends on the interpreter that prepared it: a different Python
 version gives different text under the same dataset version.
@@ -18,10 +18,11 @@ import os
 import sysconfig
 import tokenize
 import warnings
-import zlib
 
 from etils import epath
 import tensorflow_datasets as tfds
+
+from linformer_jax.data import ordering
 
 # Test packages are skipped: they are half of the stdlib's bytes (doubling the
 # preparation time) and are full of deliberately odd code and test data.
@@ -29,8 +30,6 @@ import tensorflow_datasets as tfds
 # (a fifth of the text otherwise).
 _SKIP_DIRS = frozenset({'site-packages', 'dist-packages', '__pycache__', 'test', 'tests',
                         'idle_test', 'encodings'})
-# One file in `_VALIDATION_MODULUS` goes to validation (~5%).
-_VALIDATION_MODULUS = 20
 
 
 def stdlib_dir() -> str:
@@ -46,13 +45,6 @@ def source_files(root: str) -> list[str]:
     paths.extend(os.path.normpath(os.path.join(rel, f))
                  for f in filenames if f.endswith('.py'))
   return sorted(paths)
-
-
-def is_validation(name: str) -> bool:
-  """Whether the file `name` is held out for validation (~5% of names)."""
-  # crc32, not Python's salted hash(): the split must not change between
-  # processes or runs.
-  return zlib.crc32(name.encode('utf-8')) % _VALIDATION_MODULUS == 0
 
 
 def _docstrings(node, out):
@@ -113,8 +105,9 @@ class StdlibDocs(tfds.core.GeneratorBasedBuilder):
     root = stdlib_dir()
     paths = source_files(root)
     return {
-        'train': self._generate_examples(root, [p for p in paths if not is_validation(p)]),
-        'validation': self._generate_examples(root, [p for p in paths if is_validation(p)]),
+        split: self._generate_examples(
+            root, [p for p in paths if ordering.split_by_name(p) == split])
+        for split in ('train', 'validation')
     }
 
   def _generate_examples(self, root, relpaths):

@@ -1,7 +1,7 @@
 """Training library: `train_and_evaluate` and the pure step functions it pmaps.
 
-The loop reads top to bottom: validate, task (model and data module), data
-(read once to check it and to compute baselines), workdir (its stored config
+The loop reads top to bottom: task (the config checked once, the model and
+data functions), data (read once to check it and to compute baselines), workdir (its stored config
 compared, then locked), state (restored if there is a checkpoint), writer, data
 from that step on, loop.
 Every batch and every dropout key is a pure function of (config.seed, step),
@@ -23,9 +23,9 @@ from absl import logging
 
 from linformer_jax import checkpoints
 from linformer_jax import parallel
+from linformer_jax import tasks
 from linformer_jax import workdir as workdir_lib
 from linformer_jax.metrics import MetricWriter
-from linformer_jax.tasks import TASKS, Task  # pylint: disable=unused-import (train.Task: API)
 
 # Parameters that get weight decay: weight matrices. Biases and LayerNorm
 # scales are left alone as usual; so are the embeddings (token, position, CLS):
@@ -131,21 +131,6 @@ def _is_due(step, every, last):
   return step == last or step % every == 0
 
 
-def _check_config(config):
-  if config.task not in TASKS:
-    raise ValueError(f'unknown task {config.task!r}; valid: {sorted(TASKS)}')
-  for name in ('batch_size', 'num_train_steps', 'log_every_steps', 'eval_every_steps',
-               'checkpoint_every_steps', 'keep_checkpoints'):
-    if config[name] < 1:
-      raise ValueError(f'config.{name} must be positive, got {config[name]}')
-  for name in ('warmup_steps', 'weight_decay'):
-    if config[name] < 0:
-      raise ValueError(f'config.{name} must be >= 0, got {config[name]}')
-  for name in ('learning_rate', 'grad_clip_norm'):
-    if not config[name] > 0:
-      raise ValueError(f'config.{name} must be positive, got {config[name]}')
-
-
 # Path settings: the shell leaves `~` alone after `--config.data_dir=`.
 PATH_KEYS = ('data_dir', 'text_files')
 
@@ -234,12 +219,11 @@ def train_and_evaluate(config, workdir: str, *, num_devices: int | None = None,
   if config.distributed:
     parallel.initialize_distributed()
   config, workdir = _expand_paths(config), os.path.expanduser(workdir)
-  _check_config(config)
+  task = tasks.create(config)  # Checks the config: the one place it is checked.
   devices = parallel.local_devices(num_devices)
   parallel.check_batch_size(config.batch_size, devices)
-  task = TASKS[config.task](config)
   # Reads the data (cached for create_datasets): bad data stops the run here.
-  baselines = task.data.baselines(config)
+  baselines = task.baselines(config)
   changes = workdir_lib.check_config(workdir, config)
   _check_workdir(workdir)
   is_chief = parallel.process_index() == 0
@@ -279,7 +263,7 @@ def _train(config, workdir, task, devices, baselines, changes, stop_after_step):
     else:
       writer.truncate(start_step)  # Keeps the baselines, at step 0.
       logging.info('Baselines: %s', ', '.join(f'{k} {v:.4g}' for k, v in baselines.items()))
-    train_iter, eval_batches = task.data.create_datasets(
+    train_iter, eval_batches = task.create_datasets(
         config, start_step=start_step, process_index=parallel.process_index(),
         process_count=parallel.process_count())
     p_train = parallel.pmap_train_step(

@@ -1,10 +1,15 @@
-"""Deterministic, random-access batch order (numpy only, no JAX, no TF).
+"""Which rows a batch holds, and which files are held out (numpy only, no JAX, no TF).
 
 Every batch is a pure function of (seed, step). A run resumed at step N therefore
 sees exactly the batches an uninterrupted run sees from step N on, and each
 process of a multi-host run takes its own rows of the same global batch.
 """
+import zlib
+
 import numpy as np
+
+# One name in VALIDATION_MODULUS is held out for validation (~5%).
+VALIDATION_MODULUS = 20
 
 
 def global_batch_indices(step: int, batch_size: int, num_examples: int, seed: int) -> np.ndarray:
@@ -33,3 +38,13 @@ def process_slice(batch_size: int, process_index: int, process_count: int) -> sl
     raise ValueError(f'global batch_size={batch_size} is not divisible by process_count={process_count}')
   per_process = batch_size // process_count
   return slice(process_index * per_process, (process_index + 1) * per_process)
+
+
+def split_by_name(name: str) -> str:
+  """'validation' for ~1/VALIDATION_MODULUS of names, else 'train'.
+
+  crc32, not Python's salted hash(): a name stays in its split across processes
+  and runs, and as other names are added or removed.
+  """
+  held_out = zlib.crc32(name.encode('utf-8')) % VALIDATION_MODULUS == 0
+  return 'validation' if held_out else 'train'

@@ -1,4 +1,4 @@
-"""Embedded classification datasets, generated with numpy only (no JAX, no TF).
+"""Generated classification data, numpy only (no JAX, no TF), nothing downloaded.
 
 Three generators, each a pure function of (size, seed, shape arguments):
 

@@ -1,0 +1,40 @@
+"""What several test modules share: config paths and the one TINY override set.
+
+Test modules import it as `helpers` (pytest puts tests/ on sys.path), and so
+do the subprocesses that test_trainer.py starts.
+"""
+import os
+
+from linformer_jax import config_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(REPO, 'configs')
+
+# A model small enough to compile in seconds on CPU, whatever the config.
+TINY_MODEL = {'model.num_layers': 1, 'model.num_heads': 2, 'model.emb_dim': 32,
+              'model.mlp_dim': 64, 'model.linformer_k': 16, 'model.chunk_size': 16}
+# Short sequences and small generated sets; each applies where the config has the key.
+TINY_DATA = {'seq_len': 64, 'batch_size': 8, 'num_eval_batches': 2, 'image_size': 8,
+             'patch_size': 2, 'num_samples': 256, 'frame_size': 8, 'listops_min_len': 8,
+             'listops_max_len': 48, 'num_train_examples': 64, 'num_eval_examples': 16,
+             'num_pairs': 4, 'key_vocab_size': 16, 'value_vocab_size': 16}
+# 100 steps: enough for the MLM loss to fall, with checkpoints every 10.
+TINY_SCHEDULE = {'num_train_steps': 100, 'warmup_steps': 10, 'learning_rate': 3e-3,
+                 'log_every_steps': 10, 'eval_every_steps': 50, 'checkpoint_every_steps': 10,
+                 'keep_checkpoints': 3}
+
+
+def config_path(name: str) -> str:
+  return os.path.join(CONFIGS, name)
+
+
+def tiny_overrides(name: str, **extra) -> dict:
+  """TINY_MODEL, TINY_SCHEDULE and the TINY_DATA keys configs/<name> has, then `extra`."""
+  config = config_lib.load(config_path(name))
+  data = {k: v for k, v in TINY_DATA.items() if k in config}
+  return {**TINY_MODEL, **TINY_SCHEDULE, **data, **extra}
+
+
+def load(name: str, overrides: dict | None = None):
+  """configs/<name> with dotted overrides."""
+  return config_lib.load(config_path(name), overrides)
