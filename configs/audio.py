@@ -31,19 +31,20 @@ def get_config():
   config.data_dir = os.path.expanduser('~/tensorflow_datasets')  # TFDS data (never downloaded)
   config.num_samples = 8000           # samples per clip at 16 kHz (0.5 s)
   config.frame_size = 2               # consecutive samples per token: 8000 / 2 = 4000 tokens
-  config.num_train_examples = 4000    # generated training set ('tones' only); 300 x 8 = 2400 seen
+  config.num_train_examples = 4000    # generated training set ('tones' only); 600 x 8 = 4800 seen
   config.num_eval_examples = 512      # generated eval set ('tones' only): all of it is evaluated
   config.batch_size = 8               # global batch, split over all devices of all processes
   config.num_eval_batches = 64        # fixed eval set: this many batches (512 clips)
 
-  config.num_train_steps = 300
+  config.num_train_steps = 600
   config.learning_rate = 3e-3
-  config.warmup_steps = 30
-  config.log_every_steps = 25
-  config.eval_every_steps = 100
-  config.checkpoint_every_steps = 100
+  config.warmup_steps = 60
+  config.log_every_steps = 50
+  config.eval_every_steps = 200
+  config.checkpoint_every_steps = 300
 
-  config.model.emb_dim = 32
-  config.model.mlp_dim = 64
+  config.model.emb_dim = 64
+  config.model.mlp_dim = 128
+  config.model.conv_width = 31        # depthwise conv over 31 tokens (62 samples): a learned filterbank
   config.model.linformer_k = 64
   return config

@@ -34,19 +34,21 @@ def get_config():
   config.image_size = 32              # 'shapes' only: 32 -> 1024 pixel tokens
   config.image_channels = 1           # 'shapes' only: 1 (grey) or 3 (colour)
   config.patch_size = 1               # pixels per token side: 1 = every pixel is a token
-  config.num_train_examples = 10000   # generated training set ('shapes' only); 800 x 8 = 6400 seen
+  config.num_train_examples = 10000   # generated training set ('shapes' only); 2000 x 8 = 16000 seen
   config.num_eval_examples = 512      # generated eval set ('shapes' only): all of it is evaluated
   config.batch_size = 8               # global batch, split over all devices of all processes
   config.num_eval_batches = 64        # fixed eval set: this many batches (512 images)
 
-  config.num_train_steps = 800
+  config.num_train_steps = 2000
   config.learning_rate = 3e-3
-  config.warmup_steps = 40
-  config.log_every_steps = 50
-  config.eval_every_steps = 200
-  config.checkpoint_every_steps = 400
+  config.warmup_steps = 100
+  config.log_every_steps = 100
+  config.eval_every_steps = 500
+  config.checkpoint_every_steps = 1000
 
-  config.model.emb_dim = 32
-  config.model.mlp_dim = 64
+  config.model.emb_dim = 64
+  config.model.mlp_dim = 128
+  config.model.conv_width = 5         # 5x5 depthwise convolution over the pixel grid ...
+  config.model.conv_dims = 2          # ... in every block (1: along the pixel sequence)
   config.model.linformer_k = 64
   return config

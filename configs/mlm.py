@@ -34,4 +34,12 @@ def get_config():
   config.repeat_passage = False       # each row a passage twice, only the second copy scored
   # Cap on training rows (the start of the train split); None: 64M tokens' worth.
   config.max_train_sequences = config_dict.placeholder(int)
+
+  config.num_train_steps = 1200
+  config.warmup_steps = 60
+  config.log_every_steps = 50
+  config.eval_every_steps = 200
+  config.checkpoint_every_steps = 400
+
+  config.model.conv_width = 5         # depthwise convolution over 5 neighbouring bytes, every block
   return config
