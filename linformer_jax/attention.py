@@ -578,11 +578,6 @@ def attend(kind, query, key, value, *, key_mask=None, causal=False, chunk_size=6
   return fn(query, key, value, key_mask=key_mask, causal=causal, chunk_size=chunk_size)
 
 
-# Kept for linformer_jax.layers, which indexes it by kind; new code calls `attend`.
-KERNELS = dict(zip(KINDS, (softmax_attention, linformer_attention, linear_attention,
-                           elu_linear_attention)))
-
-
 def flax_attention_fn(kind, *, causal=False, e_proj=None, f_proj=None, chunk_size=64):
   """An `attention_fn=` for `flax.linen.MultiHeadDotProductAttention`.
 

@@ -59,15 +59,11 @@ class MultiHeadAttention(nn.Module):
         return out_proj(out[:, None].astype(dtype)), cache
       max_len = cfg.max_len if cfg.attention == 'softmax' else None
       cache = kernels.causal_state(cfg.attention, k, v, key_mask=key_mask, max_len=max_len)
+    projections = None
     if cfg.attention == 'linformer':
-      e_proj, f_proj = self._linformer_projections(shared_proj)
-      out = kernels.linformer_attention(q, k, v, e_proj, f_proj, key_mask=key_mask)
-    elif cfg.attention == 'softmax':
-      out = kernels.softmax_attention(q, k, v, key_mask=key_mask, causal=cfg.causal)
-    else:
-      out = kernels.KERNELS[cfg.attention](q, k, v, key_mask=key_mask, causal=cfg.causal,
-                                           chunk_size=cfg.chunk_size)
-    out = out_proj(out)
+      projections = self._linformer_projections(shared_proj)
+    out = out_proj(kernels.attend(cfg.attention, q, k, v, key_mask=key_mask, causal=cfg.causal,
+                                  chunk_size=cfg.chunk_size, projections=projections))
     return (out, cache) if prefill else out
 
   def _linformer_projections(self, shared_proj):

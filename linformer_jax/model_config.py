@@ -1,11 +1,11 @@
 """Model hyperparameters: one frozen dataclass, validated on construction."""
 import dataclasses
 
-from linformer_jax.attention import KERNELS
+from linformer_jax.attention import KINDS
 
 # The kernels by name; 'none' is the attention-free control: the same blocks
 # with the attention branch removed.
-ATTENTIONS = tuple(KERNELS) + ('none',)
+ATTENTIONS = KINDS + ('none',)
 POSITIONS = ('learned', 'sinusoidal', 'rotary', 'none')
 LINFORMER_SHARING = ('none', 'headwise', 'key-value', 'layerwise')
 POOLINGS = ('mean', 'cls')
