@@ -2,11 +2,11 @@
 
 MQAR (linformer_jax/recall_data.py), bidirectional: 4 key-value pairs, then the
 4 keys again, each value to be filled in at a MASK. The query's value is
-several positions away from the MASK, out of reach of the depthwise
+mostly several positions away from the MASK, out of reach of the depthwise
 convolution (width 3), so only attention can fetch it; without recall the best
 guess is the row's most frequent value (recall_data.baselines). A plain jitted
-Adam loop, not train.py's: about 25 s of CPU for the three models, but minutes
-of wall time on a shared 2-core machine, hence `slow`.
+Adam loop, not train.py's: 20 s in all for the four tests on 2 shared cores
+(load average 4-7); 2.6 min when they were oversubscribed (load 14).
 """
 import math
 
@@ -74,14 +74,12 @@ def test_no_recall_baseline_of_this_task():
   assert math.isclose(recall_data.baselines(_config())['mode_guess_accuracy'], expected, rel_tol=1e-9)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('attention', ['softmax', 'linear'])
 def test_attention_learns_recall(attention):
   # Measured 100% (softmax) and 98.4% (linear) after 300 steps; 96.7% and 47% after 150.
   assert train_recall(attention) >= 0.9
 
 
-@pytest.mark.slow
 def test_attention_free_control_stays_at_chance():
   base = recall_data.baselines(_config())
   accuracy = train_recall('none')
