@@ -127,16 +127,30 @@ def test_train_throughput_quick(quick_runs):
 def test_quality_quick(quick_runs):
   report, md = _load(quick_runs['quality'], 'quality')
   _check_common(report, 'quality')
-  got = [(r['task'], r['variant'], r['seed']) for r in report['runs']]
-  assert got == [(t, v, 0) for t in ('mlm', 'listops') for v in quality.QUICK_VARIANTS[t]]
+  for name in ('quality_grid', 'quality_curves'):
+    with open(os.path.join(quick_runs['quality'], name + '.png'), 'rb') as f:
+      assert f.read(8) == PNG_MAGIC
+  args = quality.parse_args(['--quick'])
+  got = [(r['group'], r['task'], r['kind'], r['seed']) for r in report['runs']]
+  assert got == [p[:4] for p in quality.plan_runs(args)]
+  # Every task with every kind it has (the control included), then the grid.
+  assert {(t, k) for g, t, k, _ in got if g == 'main'} == {
+      (t, k) for t in quality.TASKS for k in quality.kinds_for(t, quick=True)}
+  assert set(quality.kinds_for('recall', quick=True)) == set(quality.KINDS)
+  assert 'linformer' not in quality.kinds_for('recall_causal')
+  g = quality.GRID['quick']
+  assert len([1 for r in got if r[0] == 'grid']) == (
+      len(g['widths']) * len(g['pairs']) * len(quality.GRID_KINDS))
   for r in report['runs']:
-    _check_status(r, ('eval_loss', 'steps'))
-    if r['status'] == 'ok':
-      assert 0.0 <= r['eval_accuracy'] <= 1.0
-  assert len(report['summary']) == len(got)
-  assert report['targets'][0]['target'].startswith('MLM: linear')
+    assert r['status'] == 'ok', r  # A crashed run fails the smoke test.
+    assert 0.0 <= r['eval_accuracy'] <= 1.0 and r['eval_loss'] > 0 and r['steps'] == 2
+    assert r['baselines'], r  # Every run wrote its step-0 baselines.
+  assert len(report['summary']) == len({(t, k) for g, t, k, _ in got if g == 'main'})
   rows = _table_rows(md, '## All runs')
-  assert [(r[0], r[1], int(r[2])) for r in rows] == got
+  assert [(r[0], r[1], r[2], int(r[3])) for r in rows] == got
+  # _table_rows runs on into the next tables; the first rows are the main score's.
+  assert [r[0] for r in _table_rows(md, '## Main score')][:len(quality.TASKS) + 1] == [
+      *quality.TASKS, 'task']
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -179,17 +193,32 @@ def test_growth_and_targets():
   assert next(t for k, t in by_name.items() if k.startswith('elu_linear fwd:'))['met'] is None
 
 
-def test_quality_summary_and_target():
-  runs = [dict(task='mlm', variant=v, seed=s, status='ok', eval_loss=loss, eval_accuracy=0.5)
-          for v, losses in (('softmax', (2.0, 2.2)), ('linear', (2.1, 2.1))) for s, loss in enumerate(losses)]
-  runs.append(dict(task='mlm', variant='elu_linear', seed=0, status='skipped', reason='test'))
+def test_quality_summary_skips_failed_runs():
+  runs = [dict(group='main', task='recall', kind=k, seed=s, status='ok', eval_loss=1.0,
+               eval_accuracy=acc, baselines={'mode_guess_accuracy': 0.3})
+          for k, accs in (('softmax', (0.9, 1.0)), ('none', (0.3, 0.3))) for s, acc in enumerate(accs)]
+  runs.append(dict(group='main', task='recall', kind='linear', seed=0, status='failed', reason='test'))
+  runs.append(dict(group='grid', task='recall', kind='softmax', seed=0, status='ok', eval_loss=1.0,
+                   eval_accuracy=0.5, baselines={}, extra={'model.emb_dim': 32, 'num_pairs': 4}))
   summary = quality.summarize(runs)
-  soft = next(s for s in summary if s['variant'] == 'softmax')
-  assert soft['eval_loss']['mean'] == pytest.approx(2.1)
-  assert soft['eval_loss']['std'] == pytest.approx(0.1414213, rel=1e-5)
-  assert next(s for s in summary if s['variant'] == 'elu_linear')['eval_loss']['mean'] is None
-  (target,) = quality.targets(summary)
-  assert target['value'] == pytest.approx(0.0) and target['met']
+  assert [(s['task'], s['kind']) for s in summary] == [
+      ('recall', 'softmax'), ('recall', 'none'), ('recall', 'linear')]
+  soft = summary[0]
+  assert soft['eval_accuracy']['mean'] == pytest.approx(0.95)
+  assert soft['eval_accuracy']['std'] == pytest.approx(0.0707107, rel=1e-5)
+  assert soft['baselines'] == {'mode_guess_accuracy': 0.3}
+  assert summary[1]['eval_accuracy']['std'] == 0.0
+  assert summary[2]['eval_accuracy']['mean'] is None and summary[2]['seeds'] == []
+  assert quality.grid_table(runs) == {('softmax', 32, 4): 0.5}
+
+
+def test_quality_bad_arguments_name_the_valid_ones(capsys):
+  with pytest.raises(SystemExit):
+    quality.parse_args(['--tasks', 'recall,listopz'])
+  assert "['listopz']" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    quality.parse_args(['--seeds', '0,x'])
+  assert 'comma-separated integers' in capsys.readouterr().err
 
 
 def test_oversized_configs_are_skipped_without_running(tmp_path):
