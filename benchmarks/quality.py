@@ -82,8 +82,8 @@ GRID = {'full': dict(task='recall', widths=(32, 64, 128), pairs=(4, 8, 16), seq_
                      key_vocab_size=32),
         'quick': dict(task='recall', widths=(16,), pairs=(2,), seq_len=16, key_vocab_size=8)}
 # Baseline keys of the step-0 record, per metric, as (key, label) pairs.
-BASELINES = {'eval_accuracy': (('chance_accuracy', 'chance'),
-                               ('mode_guess_accuracy', 'no recall (mode guess)')),
+BASELINES = {'eval_accuracy': (('baseline_chance_accuracy', 'chance'),
+                               ('baseline_mode_guess_accuracy', 'no recall (mode guess)')),
              'eval_loss': (('baseline_unigram_loss', 'unigram'),
                            ('baseline_bigram_loss', 'bigram'))}
 
@@ -265,7 +265,7 @@ def markdown(report):
                   [[k, w] + [f"{grid[(k, w, p)] * 100:.1f}%" if (k, w, p) in grid else '-'
                              for p in g['pairs']]
                    for k in GRID_KINDS for w in g['widths']]), '']
-    base = {r['extra']['num_pairs']: r['baselines'].get('mode_guess_accuracy') for r in runs
+    base = {r['extra']['num_pairs']: r['baselines'].get('baseline_mode_guess_accuracy') for r in runs
             if r['group'] == 'grid' and r['status'] == 'ok'}
     lines.append('No-recall baseline (mode guess) per pairs: ' + ', '.join(
         f'{p}: {v * 100:.1f}%' for p, v in sorted(base.items()) if v is not None))
@@ -320,7 +320,7 @@ def figure_grid(report):
   g, grid = report['grid'], grid_table(report['runs'])
   fig, axes = plt.subplots(1, len(g['pairs']), figsize=(4 * len(g['pairs']), 3.6),
                            layout='constrained', squeeze=False, sharey=True)
-  base = {r['extra']['num_pairs']: r['baselines'].get('mode_guess_accuracy')
+  base = {r['extra']['num_pairs']: r['baselines'].get('baseline_mode_guess_accuracy')
           for r in report['runs'] if r['group'] == 'grid' and r['status'] == 'ok'}
   for ax, p in zip(axes[0], g['pairs']):
     for kind in GRID_KINDS:

@@ -102,7 +102,7 @@ class LanguageModel(nn.Module):
         tokens, deterministic=deterministic, offset=offset)
     encoder = layers.Encoder(cfg, name='encoder')
     if decoding:
-      x, layers = encoder(x, key_mask, cache=None if cache is None else cache['layers'],
+      x, layer_caches = encoder(x, key_mask, cache=None if cache is None else cache['layers'],
                           prefill=prefill, offset=offset)
     else:
       x = encoder(x, key_mask, deterministic=deterministic)
@@ -114,7 +114,7 @@ class LanguageModel(nn.Module):
     limit = context_limit(cfg)
     if limit is not None:
       logits = jnp.where(position <= limit, logits, jnp.nan)
-    return logits, {'position': jnp.asarray(position, jnp.int32), 'layers': layers}
+    return logits, {'position': jnp.asarray(position, jnp.int32), 'layers': layer_caches}
 
   def prefill(self, tokens):
     """tokens [batch, n], n >= 1 -> (logits [batch, n, vocab_size], cache after them)."""

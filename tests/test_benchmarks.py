@@ -195,7 +195,7 @@ def test_growth_and_targets():
 
 def test_quality_summary_skips_failed_runs():
   runs = [dict(group='main', task='recall', kind=k, seed=s, status='ok', eval_loss=1.0,
-               eval_accuracy=acc, baselines={'mode_guess_accuracy': 0.3})
+               eval_accuracy=acc, baselines={'baseline_mode_guess_accuracy': 0.3})
           for k, accs in (('softmax', (0.9, 1.0)), ('none', (0.3, 0.3))) for s, acc in enumerate(accs)]
   runs.append(dict(group='main', task='recall', kind='linear', seed=0, status='failed', reason='test'))
   runs.append(dict(group='grid', task='recall', kind='softmax', seed=0, status='ok', eval_loss=1.0,
@@ -206,7 +206,7 @@ def test_quality_summary_skips_failed_runs():
   soft = summary[0]
   assert soft['eval_accuracy']['mean'] == pytest.approx(0.95)
   assert soft['eval_accuracy']['std'] == pytest.approx(0.0707107, rel=1e-5)
-  assert soft['baselines'] == {'mode_guess_accuracy': 0.3}
+  assert soft['baselines'] == {'baseline_mode_guess_accuracy': 0.3}
   assert summary[1]['eval_accuracy']['std'] == 0.0
   assert summary[2]['eval_accuracy']['mean'] is None and summary[2]['seeds'] == []
   assert quality.grid_table(runs) == {('softmax', 32, 4): 0.5}

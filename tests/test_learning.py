@@ -1,6 +1,6 @@
 """A tiny model learns a task that needs attention, and fails it without attention.
 
-MQAR (linformer_jax/recall_data.py), bidirectional: 4 key-value pairs, then the
+MQAR (linformer_jax/data/recall.py), bidirectional: 4 key-value pairs, then the
 4 keys again, each value to be filled in at a MASK. The query's value is
 mostly several positions away from the MASK, out of reach of the depthwise
 convolution (width 3), so only attention can fetch it; without recall the best
@@ -17,8 +17,8 @@ import numpy as np
 import optax
 import pytest
 
-from linformer_jax import layers
-from linformer_jax import recall_data
+from linformer_jax import models
+from linformer_jax.data import recall as recall_data
 from linformer_jax.model_config import ModelConfig
 
 DATA = dict(seq_len=16, num_pairs=4, key_vocab_size=8, value_vocab_size=8)
@@ -40,7 +40,7 @@ def train_recall(attention):
   cfg = ModelConfig(attention=attention, vocab_size=recall_data.vocab_size(_config()),
                     pad_id=None, max_len=DATA['seq_len'], num_layers=2, num_heads=2, emb_dim=32,
                     mlp_dim=64, dropout_rate=0.0, conv_width=3)
-  model = layers.MLMModel(cfg)
+  model = models.MLMModel(cfg)
   params = model.init(jax.random.key(0), jnp.zeros((1, DATA['seq_len']), jnp.int32))
   tx = optax.adam(optax.warmup_cosine_decay_schedule(0.0, 3e-3, 20, STEPS))
 
@@ -71,7 +71,7 @@ def test_no_recall_baseline_of_this_task():
     m = np.bincount(draw).max()
     probs[m] = probs.get(m, 0) + 1
   expected = sum(m * c for m, c in probs.items()) / 8 ** 4 / 4
-  assert math.isclose(recall_data.baselines(_config())['mode_guess_accuracy'], expected, rel_tol=1e-9)
+  assert math.isclose(recall_data.baselines(_config())['baseline_mode_guess_accuracy'], expected, rel_tol=1e-9)
 
 
 @pytest.mark.parametrize('attention', ['softmax', 'linear'])
@@ -85,5 +85,5 @@ def test_attention_free_control_stays_at_chance():
   accuracy = train_recall('none')
   # Measured 14%: chance (12.5%). Without attention nothing global is seen, not
   # even the row's most frequent value, so it stays below the no-recall 37%.
-  assert abs(accuracy - base['chance_accuracy']) < 0.1, (accuracy, base)
-  assert accuracy < base['mode_guess_accuracy'], (accuracy, base)
+  assert abs(accuracy - base['baseline_chance_accuracy']) < 0.1, (accuracy, base)
+  assert accuracy < base['baseline_mode_guess_accuracy'], (accuracy, base)

@@ -13,7 +13,7 @@ import helpers
 
 
 @pytest.mark.parametrize('key, value, match', [
-    ('task', 'translate', r"unknown task 'translate'; valid: \['classification', 'mlm', 'recall'\]"),
+    ('task', 'translate', r"unknown task 'translate'; valid: \['classification', 'lm', 'mlm', 'recall'\]"),
     ('batch_size', 0, r'config.batch_size=0 must be an integer >= 1'),
     ('seed', -1, r'config.seed=-1 must be an integer >= 0'),
     ('num_eval_batches', -1, r'config.num_eval_batches=-1 must be an integer >= 0'),
@@ -57,7 +57,7 @@ def test_model_fields_are_checked():
     ('mlm.py', models.MLMModel, (1, 1024), jnp.int32),
     ('image.py', models.Classifier, (1, 1024, 1), jnp.float32),
     ('listops.py', models.Classifier, (1, 2000), jnp.int32),
-    ('recall.py', models.MLMModel, (1, 128), jnp.int32)])
+    ('recall.py', models.MLMModel, (1, 64), jnp.int32)])
 def test_each_task_builds_its_model_and_input_spec(name, model, shape, dtype):
   task = tasks.create(helpers.load(name))
   assert type(task.model) is model
