@@ -152,15 +152,21 @@ def _canonical(name):
   return re.sub(r'[-_.]+', '-', name).lower()
 
 
+def _in_env(python, *args, **env):
+  """Runs `python args` as the environment alone sees itself: from its bin/ folder (not this
+  checkout, whose linformer_jax.egg-info `pip install -e .` left there), without PYTHONPATH."""
+  clean = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+  return subprocess.run([python, *args], check=True, capture_output=True, text=True,
+                        cwd=os.path.dirname(python), env={**clean, **env}).stdout
+
+
 def _pip(python, *args):
-  subprocess.run([python, '-m', 'pip', *args], check=True, capture_output=True,
-                 env={**os.environ, 'PIP_CONSTRAINT': REQUIREMENTS})
+  _in_env(python, '-m', 'pip', *args, PIP_CONSTRAINT=REQUIREMENTS)
 
 
 def _distributions(python):
   """{canonical name: version} of what is installed for `python`."""
-  listing = subprocess.run([python, '-m', 'pip', 'list', '--format=json'], check=True,
-                           capture_output=True, text=True).stdout
+  listing = _in_env(python, '-m', 'pip', 'list', '--format=json')
   return {_canonical(d['name']): d['version'] for d in json.loads(listing)}
 
 
@@ -216,9 +222,8 @@ def _run_on_colab(colab, runtime, name, parameters, tmp_path, old_clone=False):
   # Nothing the runtime had was upgraded or downgraded.
   assert {n: after.get(n) for n in before} == before
   text = _outputs_text(nb)
-  site_packages = subprocess.run(
-      [colab.python, '-c', 'import sysconfig; print(sysconfig.get_path("purelib"))'],
-      check=True, capture_output=True, text=True).stdout.strip()
+  site_packages = _in_env(colab.python, '-c',
+                          'import sysconfig; print(sysconfig.get_path("purelib"))').strip()
   assert f'linformer_jax from {site_packages}/linformer_jax\n' in text  # the installed copy
   return nb, text, set(after) - set(before)
 
@@ -256,7 +261,8 @@ def test_pretrain_mlm_on_colab_tpu(colab, tmp_path):
   assert installed >= {'linformer-jax', 'ml-collections', *GPU_PREINSTALLED}
   assert f"repository: {tmp_path / 'content' / 'linformer-jax'}\n" in text
   records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
-  assert records and 'train_loss' in records[0] and 'eval_loss' in records[-1]
+  assert records[0]['step'] == 0 and 'baseline_bigram_loss' in records[0]  # the baselines
+  assert 'train_loss' in records[1] and 'eval_loss' in records[-1]
   assert _images(nb) == 1  # the loss curve
 
 
