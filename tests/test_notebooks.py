@@ -38,7 +38,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLAB = os.path.join(REPO, 'colab')
 REQUIREMENTS = os.path.join(REPO, 'requirements.txt')
-NOTEBOOKS = ('quickstart.ipynb', 'pretrain_mlm.ipynb', 'images_and_audio.ipynb')
+NOTEBOOKS = ('quickstart.ipynb', 'pretrain_mlm.ipynb', 'images_and_audio.ipynb', 'generate.ipynb')
 # Per cell; a smoke-size cell takes seconds, installing TensorFlow or a compile tens of them.
 CELL_TIMEOUT_S = 300
 # Preinstalled on every Colab runtime (as far as these notebooks care).
@@ -119,8 +119,10 @@ def test_notebook_is_clean_and_parameterized(name):
 
 def test_training_notebooks_share_the_setup_cell():
   # The slow tests run this cell's TPU path in one notebook and its GPU path in the other.
-  pretrain, images = _load('pretrain_mlm.ipynb'), _load('images_and_audio.ipynb')
-  assert pretrain.cells[_setup_index(pretrain)].source == images.cells[_setup_index(images)].source
+  pretrain = _load('pretrain_mlm.ipynb')
+  for other in ('images_and_audio.ipynb', 'generate.ipynb'):
+    nb = _load(other)
+    assert pretrain.cells[_setup_index(pretrain)].source == nb.cells[_setup_index(nb)].source
 
 
 # PIP_DRY_RUN: should the cell wrongly try to install, it must not touch this environment.
@@ -276,3 +278,14 @@ def test_images_and_audio_on_colab_gpu(colab, tmp_path):
     lines = (workdir / task / 'metrics.jsonl').read_text().splitlines()
     assert 'eval_accuracy' in json.loads(lines[-1])
   assert _images(nb) >= 3  # shapes, waveforms, accuracy curves
+
+
+@pytest.mark.slow
+def test_generate_on_colab_gpu(colab, tmp_path):
+  workdir = tmp_path / 'lm'
+  text_files = os.path.join(REPO, 'linformer_jax', '*.py')
+  params = (f'SMOKE = True\nWORKDIR = {str(workdir)!r}\nTEXT_FILES = {text_files!r}\n'
+            "PROMPT = 'def '\nNUM_TOKENS = 20")
+  _, text, installed = _run_on_colab(colab, 'GPU', 'generate.ipynb', params, tmp_path)
+  assert installed == {'linformer-jax', 'ml-collections'}
+  assert 'step 8, 20 new bytes:\ndef ' in text  # the trained checkpoint, then the text
