@@ -15,7 +15,8 @@ steps gave 78%, 600 give 86%; a peak learning rate of 6e-3 instead of 3e-3 gave
 600 steps already take 7 minutes. The width-31 depthwise convolution (a learned
 filterbank over 62 samples) is what makes it learn: the earlier default without
 it reached 43%. The attention-free control (--config.model.attention=none):
-{AUDIO_NONE}
+53.9% at step 200, 57.4% at 400, 63.1% at step 600 (one seed, idle machine,
+6 min 7 s): attention adds 22.6 points here.
 
 The default data are generated 'tones' (8 sound-event classes, chance 12.5%; see
 linformer_jax/data/generators.py). For speech, prepare TFDS speech_commands on a
