@@ -172,3 +172,8 @@ def test_lm_config_trains_two_steps(tmp_path):
   assert abs(records[1]['train_loss'] - np.log(260)) < 0.5
   with open(os.path.join(workdir, 'config.json')) as f:
     assert json.load(f)['config']['task'] == 'lm'
+
+
+def test_lm_rejects_repeat_passage():
+  with pytest.raises(ValueError, match='repeat_passage=True is for masked-LM only'):
+    tasks.create(load_config('lm.py', {'repeat_passage': True}))

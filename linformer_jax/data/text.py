@@ -73,6 +73,9 @@ def check_config(config) -> None:
   next_byte = config.get('task') == 'lm'
   if config.seq_len < 2:
     raise ValueError(f'config.seq_len={config.seq_len} must be >= 2 (CLS plus one token).')
+  if next_byte and config.repeat_passage:
+    raise ValueError("config.repeat_passage=True is for masked-LM only (task 'mlm'): next-byte "
+                     "batches (task 'lm') score every byte, so the second copy cannot be singled out.")
   if not next_byte and not 0.0 < config.mask_rate < 1.0:
     raise ValueError(f'config.mask_rate={config.mask_rate} must be in the open interval (0, 1).')
   if config.repeat_passage and config.seq_len < 3:
