@@ -14,6 +14,7 @@ from flax import linen as nn
 from jax import lax
 
 from linformer_jax import attention as kernels
+from linformer_jax import conv as conv_lib
 from linformer_jax.model_config import ModelConfig
 
 
@@ -116,6 +117,28 @@ def sinusoidal(n, dim, offset=0):
   return jnp.pad(table, ((0, 0), (0, dim - 2 * half)))
 
 
+class DepthwiseConv(nn.Module):
+  """`nn.Conv(e, window, feature_group_count=e)`'s parameters ('kernel'
+  [*window, 1, e], 'bias' [e], same initialisers) computed by
+  `conv.depthwise_conv`, which is much faster on CPU. padding: one (low, high)
+  pair per window axis."""
+  window: tuple
+  dtype: str = 'float32'
+
+  @nn.compact
+  def __call__(self, x, padding):
+    e = x.shape[-1]
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), tuple(self.window) + (1, e))
+    bias = self.param('bias', nn.initializers.zeros_init(), (e,))
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=jnp.dtype(self.dtype))
+    return conv_lib.depthwise_conv(x, kernel[..., 0, :], padding) + bias
+
+
+def centred(w):
+  """The (low, high) padding that keeps the length: lax's 'SAME' for odd and even w."""
+  return ((w - 1) // 2, w // 2)
+
+
 class LocalMixing(nn.Module):
   """Depthwise convolution over neighbouring tokens: [batch, n, emb] -> same.
 
@@ -136,22 +159,21 @@ class LocalMixing(nn.Module):
     if key_mask is not None:
       x = x * key_mask[..., None].astype(x.dtype)
     w, e = cfg.conv_width, x.shape[-1]
-    conv = lambda size, padding: nn.Conv(e, size, padding=padding, feature_group_count=e,
-                                         dtype=jnp.dtype(cfg.dtype), name='conv')
+    conv = DepthwiseConv((w,) * cfg.conv_dims, cfg.dtype, name='conv')
     if cache is not None or prefill:
       check_decodable(cfg)
       if cache is not None:
         window = jnp.concatenate([cache.astype(x.dtype), x], axis=1)  # [b, w, e]
-        return conv((w,), 'VALID')(window), window[:, 1:]
+        return conv(window, ((0, 0),)), window[:, 1:]
       # The left zero padding of the parallel form is the empty history.
       history = jnp.pad(x, ((0, 0), (w - 1, 0), (0, 0)))[:, x.shape[1]:]
-      return conv((w,), ((w - 1, 0),))(x), history
+      return conv(x, ((w - 1, 0),)), history
     if cfg.conv_dims == 1:
-      return conv((w,), ((w - 1, 0),) if cfg.causal else 'SAME')(x)
+      return conv(x, ((w - 1, 0),) if cfg.causal else (centred(w),))
     b, n, _ = x.shape
     rows, head = n // cfg.grid_width, n % cfg.grid_width
     grid = x[:, head:].reshape(b, rows, cfg.grid_width, e)
-    y = conv((w, w), 'SAME')(grid).reshape(b, rows * cfg.grid_width, e)
+    y = conv(grid, (centred(w),) * 2).reshape(b, rows * cfg.grid_width, e)
     return jnp.concatenate([jnp.zeros_like(x[:, :head]), y], axis=1)
 
 

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from linformer_jax import attention as kernels
-from linformer_jax.layers import _linformer_init, rotary
+from linformer_jax import conv as conv_lib
+from linformer_jax.layers import _linformer_init, centred, rotary
 from linformer_jax.model_config import ModelConfig
 
 if 'promote_dtype' not in inspect.signature(nnx.LayerNorm.__init__).parameters:
@@ -111,22 +112,27 @@ class LocalMixing(nnx.Module):
   def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
     cfg = self.config = config
     w, e = cfg.conv_width, cfg.emb_dim
-    if cfg.conv_dims == 2:
-      size, padding = (w, w), 'SAME'
-    else:
-      size, padding = (w,), ((w - 1, 0),) if cfg.causal else 'SAME'
-    self.conv = nnx.Conv(e, e, size, padding=padding, feature_group_count=e,
+    # nnx.Conv holds the parameters (as nnx.Conv(..., feature_group_count=e));
+    # conv.depthwise_conv computes, as in layers.DepthwiseConv.
+    self.conv = nnx.Conv(e, e, (w,) * cfg.conv_dims, feature_group_count=e,
                          dtype=jnp.dtype(cfg.dtype), rngs=rngs)
+
+  def _conv(self, x, padding):
+    x, kernel, bias = nnx.nn.dtypes.promote_dtype(
+        (x, self.conv.kernel[...], self.conv.bias[...]), dtype=self.conv.dtype)
+    return conv_lib.depthwise_conv(x, kernel[..., 0, :], padding) + bias
 
   def __call__(self, x, key_mask=None):
     cfg = self.config
+    w = cfg.conv_width
     if key_mask is not None:
       x = x * key_mask[..., None].astype(x.dtype)
     if cfg.conv_dims == 1:
-      return self.conv(x)
+      return self._conv(x, ((w - 1, 0),) if cfg.causal else (centred(w),))
     b, n, e = x.shape
     rows, head = n // cfg.grid_width, n % cfg.grid_width
-    y = self.conv(x[:, head:].reshape(b, rows, cfg.grid_width, e)).reshape(b, -1, e)
+    grid = x[:, head:].reshape(b, rows, cfg.grid_width, e)
+    y = self._conv(grid, (centred(w),) * 2).reshape(b, -1, e)
     return jnp.concatenate([jnp.zeros_like(x[:, :head]), y], axis=1)
 
 

@@ -18,6 +18,7 @@ BENCH = os.path.join(REPO, 'benchmarks')
 sys.path.insert(0, BENCH)
 
 import harness  # pylint: disable=g-import-not-at-top,wrong-import-position
+import conv  # pylint: disable=g-import-not-at-top,wrong-import-position
 import kernels  # pylint: disable=g-import-not-at-top,wrong-import-position
 import quality  # pylint: disable=g-import-not-at-top,wrong-import-position
 import train_throughput  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -151,6 +152,22 @@ def test_quality_quick(quick_runs):
   # _table_rows runs on into the next tables; the first rows are the main score's.
   assert [r[0] for r in _table_rows(md, '## Main score')][:len(quality.TASKS) + 1] == [
       *quality.TASKS, 'task']
+
+
+@pytest.mark.slow
+def test_conv_quick(tmp_path):
+  env = dict(os.environ)
+  env.pop('XLA_FLAGS', None)
+  subprocess.run([sys.executable, os.path.join(BENCH, 'conv.py'), '--quick', '--out',
+                  str(tmp_path)], cwd=REPO, env=env, check=True, capture_output=True)
+  with open(tmp_path / 'conv.json') as f:
+    report = json.load(f)
+  assert [r['layer'] for r in report['results']] == list(conv.QUICK_SHAPES)
+  for row in report['results']:
+    for name in ('lax', 'shifted'):
+      assert row[f'{name}_fwd_ms'] > 0 and row[f'{name}_bwd_ms'] > 0
+      assert row[f'{name}_fwd_bwd_ms'] == row[f'{name}_fwd_ms'] + row[f'{name}_bwd_ms']
+  assert (tmp_path / 'conv.md').read_text().count('\n| ') == len(conv.QUICK_SHAPES) + 1
 
 
 # ----------------------------------------------------------------------------- helpers
