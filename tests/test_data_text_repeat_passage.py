@@ -46,27 +46,30 @@ def test_passage_repeats_and_only_the_second_copy_is_scored(tmp_path, seq_len):
     if seq_len % 2 == 0:
       assert (tokens[:, -1] == ip.PAD_ID).all() and not weights[:, -1].any()
     assert not weights[:, :1 + half].any(), 'a first-copy byte is scored'
-    # Masking as usual in both copies; every corrupted second-copy byte is scored.
+    # The first copy is intact; every corrupted second-copy byte is scored.
     corrupted = inputs != tokens
-    assert corrupted[:, 1:1 + half].any() or seq_len == 3
-    assert weights[:, 1 + half:][corrupted[:, 1 + half:]].all()
+    np.testing.assert_array_equal(inputs[:, :1 + half], tokens[:, :1 + half])
+    assert corrupted[:, 1 + half:].any() or seq_len == 3
+    assert weights[corrupted].all()
 
 
-def test_scored_fraction_and_recoverable_share(tmp_path):
-  """~mask_rate of the second copy is scored; ~0.9 * mask_rate of scored twins are hidden."""
+def test_scored_fraction_and_corruption_of_the_second_copy(tmp_path):
+  """~mask_rate of the second copy is scored; of those 0.8 MASK, 0.1 random, 0.1 kept."""
   config = _config(_text_files(tmp_path), seq_len=257, batch_size=32)
   half = 128
   train, _ = ip.create_datasets(config)
-  scored = hidden = real = 0
+  scored = masked = changed = real = 0
   for batch in (next(train) for _ in range(20)):
     second = batch['weights'][:, 1 + half:] > 0
-    first_hidden = (batch['inputs'] != batch['targets'])[:, 1:1 + half]
+    inputs, tokens = batch['inputs'][:, 1 + half:], batch['targets'][:, 1 + half:]
     scored += second.sum()
-    hidden += (second & first_hidden).sum()
-    real += (batch['targets'][:, 1 + half:] != ip.PAD_ID).sum()
-  # ~82k real bytes, ~12k scored: binomial standard errors ~0.001 and ~0.003.
+    masked += (second & (inputs == ip.MASK_ID)).sum()
+    changed += (second & (inputs != tokens)).sum()
+    real += (tokens != ip.PAD_ID).sum()
+  # ~82k real bytes, ~12k scored: binomial standard errors ~0.001 and ~0.004.
   assert scored / real == pytest.approx(0.15, abs=0.005)
-  assert hidden / scored == pytest.approx(0.15 * 0.9 * (1 - 0.1 / 0.9 / 256), abs=0.01)
+  assert masked / scored == pytest.approx(0.8, abs=0.015)
+  assert changed / scored == pytest.approx(0.9 - 0.1 / 256, abs=0.015)
 
 
 @pytest.mark.parametrize('process_count', [2, 4])

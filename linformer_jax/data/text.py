@@ -14,11 +14,10 @@ uninterrupted one, and each process takes its `ordering.process_slice` rows.
 
 With `config.repeat_passage` each row is CLS, a passage of
 (seq_len - 1) // 2 bytes, the same passage again (and one PAD if seq_len is
-even). Both copies are masked as usual, but only masked bytes of the second copy
-are scored: each can be copied from the first, (seq_len - 1) // 2 positions
-back, unless that byte was selected there too (a mask_rate share of them; 0.9 of
-those are hidden by MASK or a random byte, the rest left as they are). Local
-mixing alone cannot reach that far; attention can.
+even). Only the second copy is masked (as usual, mask_rate of its bytes) and
+scored; the first is left intact, so every scored byte can be copied from its
+twin (seq_len - 1) // 2 positions back. Local mixing alone cannot reach that
+far; attention can, if it can single out one of that many positions.
 
 With `next_byte=True` (the 'lm' task) the same rows are served unmasked for
 next-byte prediction: `next_byte_batch`.
@@ -299,9 +298,10 @@ def _draws(rng: np.random.Generator, shape) -> tuple[np.ndarray, ...]:
           rng.integers(0, 256, shape, dtype=np.int32))
 
 
-def _apply_mask(tokens: np.ndarray, draws, mask_rate: float) -> Batch:
+def _apply_mask(tokens: np.ndarray, draws, mask_rate: float, first: int = 0) -> Batch:
   select_u, action_u, random_bytes = draws
   selected = (tokens < 256) & (select_u < mask_rate)  # Bytes only: never PAD, CLS or EOS.
+  selected[:, :first] = False  # Positions before `first` are neither masked nor scored.
   inputs = np.where(selected & (action_u < 0.8), MASK_ID, tokens)
   inputs = np.where(selected & (action_u >= 0.8) & (action_u < 0.9), random_bytes, inputs)
   return {
@@ -345,16 +345,14 @@ def next_byte_batch(tokens: np.ndarray) -> Batch:
 def _batch(rows: np.ndarray, indices: np.ndarray, rng: np.random.Generator, mask_rate: float,
            local: slice, score_from: int = 0, next_byte: bool = False) -> Batch:
   """This process' rows of the global batch `rows[indices]`, masked (or
-  next_byte_batch); only positions >= score_from are scored."""
+  next_byte_batch); only positions >= score_from are masked and scored."""
   if next_byte:
     return next_byte_batch(rows[indices[local]])
   # Draw for the whole global batch so that every process slices the same
   # random numbers: shards concatenate to the single-process batch.
   draws = _draws(rng, (len(indices), rows.shape[1]))
   tokens = rows[indices[local]]
-  batch = _apply_mask(tokens, tuple(d[local] for d in draws), mask_rate)
-  batch['weights'][:, :score_from] = 0.0
-  return batch
+  return _apply_mask(tokens, tuple(d[local] for d in draws), mask_rate, score_from)
 
 
 def create_datasets(config, *, start_step: int = 0, process_index: int = 0, process_count: int = 1,
@@ -371,7 +369,7 @@ def create_datasets(config, *, start_step: int = 0, process_index: int = 0, proc
   Training rows are capped at `config.max_train_sequences` (default
   DEFAULT_MAX_TRAIN_TOKENS // seq_len), read from the start of the train split.
   With config.repeat_passage, rows hold a passage twice and only the second
-  copy is scored (module docstring). `next_byte`: unmasked batches of the same
+  copy is masked and scored (module docstring). `next_byte`: unmasked batches of the same
   rows (`next_byte_batch`). The config is taken as checked (tasks.check_config).
   """
   mask_rate = None if next_byte else config.mask_rate
