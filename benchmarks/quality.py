@@ -16,14 +16,17 @@ kind, so the attention is the only difference. Tasks (TASKS below):
                  second copy is scored (configs/mlm_retrieval.py), at a
                  reduced seq_len.
   mlm            plain masked-LM on the embedded stdlib_docs corpus (configs/mlm.py).
+  image          generated shapes (configs/image.py) at 16x16: 256 pixel tokens.
+  audio          generated sound events (configs/audio.py), 2000 samples: 1000 tokens.
+  listops        ListOps (configs/listops.py) cut to 64-256 tokens.
 Then a grid (Zoology, arXiv:2312.04927, fig. 2 style): MQAR accuracy against
 model width and number of pairs for softmax, linear and none.
 Every row is `linformer_jax.trainer.train_and_evaluate` on a config file with a
 few keys overridden (the JSON holds the train.py command of each run); scores
 are the last eval of its metrics.jsonl, baselines its step-0 record
 (recall: chance and the no-recall mode guess; text: unigram and bigram
-cross-entropy). Classification (configs/image.py, audio.py, listops.py) is
-not rerun here: see those configs' measured results.
+cross-entropy; classification: chance and majority class). The classification
+tasks are cut to fit; the configs' own defaults are measured in their docstrings.
 Outputs (--out, default benchmarks/results/quality/, --quick benchmarks/quick/quality/): quality.json,
 quality.md, quality.png (scores per task), quality_grid.png, quality_curves.png
 (eval loss against steps). Run directories and the XLA compilation cache go to
@@ -41,7 +44,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 REPO = os.path.dirname(os.path.abspath(os.path.dirname(os.path.abspath(__file__))))
-KINDS = ('softmax', 'linear', 'elu_linear', 'linformer', 'none')
+KINDS = ('softmax', 'softmax_rotary', 'linear', 'elu_linear', 'linformer', 'none')
+# A kind is an attention, with rotary positions for 'softmax_rotary' (softmax
+# only: the linear kernels cannot take them); the others use learned positions.
+KIND_OVERRIDES = {'softmax_rotary': {'model.attention': 'softmax', 'model.position': 'rotary'}}
 GRID_KINDS = ('softmax', 'linear', 'none')
 
 # The model every task shares (full mode): 2 blocks of width 64, conv_width 3.
@@ -55,11 +61,25 @@ _RECALL = {'seq_len': 32, 'num_pairs': 4, 'key_vocab_size': 16, 'value_vocab_siz
            'num_train_steps': 150, 'model.linformer_k': 8}
 _TEXT = {'seq_len': 128, 'batch_size': 8, 'learning_rate': 3e-3, 'num_eval_batches': 8,
          'num_train_steps': 150, 'model.linformer_k': 32}
+# Copying from 127 bytes back: what rotary softmax learns within 200 steps at width 128.
+_RETRIEVAL = dict(_TEXT, **{'seq_len': 256, 'num_train_steps': 300, 'model.linformer_k': 64})
 _QUICK_RECALL = {'seq_len': 16, 'num_pairs': 2, 'key_vocab_size': 8, 'value_vocab_size': 8,
                  'batch_size': 4, 'num_eval_batches': 1, 'num_train_steps': 2,
                  'model.linformer_k': 8}
 _QUICK_TEXT = {'seq_len': 32, 'batch_size': 2, 'num_eval_batches': 1, 'num_train_steps': 2,
                'model.linformer_k': 8}
+# Classification, cut to fit: 16x16 images (256 pixel tokens, 3x3 grid conv),
+# 1000-token clips (a width-15 conv as the filterbank), ListOps of 64-256 tokens.
+_CLASSIFY = {'batch_size': 8, 'learning_rate': 3e-3, 'num_train_steps': 300,
+             'num_train_examples': 2400, 'num_eval_examples': 256, 'num_eval_batches': 32}
+_IMAGE = dict(_CLASSIFY, **{'image_size': 16, 'model.linformer_k': 64})
+_AUDIO = dict(_CLASSIFY, **{'num_samples': 2000, 'model.conv_width': 15, 'model.linformer_k': 64})
+_LISTOPS = dict(_CLASSIFY, **{'batch_size': 32, 'learning_rate': 1e-3, 'listops_min_len': 64,
+                              'listops_max_len': 256, 'num_train_examples': 10000,
+                              'num_eval_examples': 512, 'num_eval_batches': 16,
+                              'model.dropout_rate': 0.0, 'model.linformer_k': 64})
+_QUICK_CLASSIFY = {'batch_size': 2, 'num_train_steps': 2, 'num_train_examples': 16,
+                   'num_eval_examples': 4, 'num_eval_batches': 1, 'model.linformer_k': 8}
 
 # name -> config file, the score that decides the task (its baselines are drawn
 # beside it), and the overrides every kind shares in full and quick mode.
@@ -69,13 +89,25 @@ TASKS = {
     'recall_causal': dict(config='configs/recall_causal.py', metric='eval_accuracy',
                           full=dict(_MODEL, **_RECALL), quick=dict(_TINY_MODEL, **_QUICK_RECALL)),
     'mlm_retrieval': dict(config='configs/mlm_retrieval.py', metric='eval_loss',
-                          full=dict(_MODEL, **_TEXT), quick=dict(_TINY_MODEL, **_QUICK_TEXT)),
+                          full=dict(_MODEL, **_RETRIEVAL), quick=dict(_TINY_MODEL, **_QUICK_TEXT)),
     'mlm': dict(config='configs/mlm.py', metric='eval_loss',
                 full=dict(_MODEL, **_TEXT), quick=dict(_TINY_MODEL, **_QUICK_TEXT)),
+    'image': dict(config='configs/image.py', metric='eval_accuracy',
+                  full=dict(_MODEL, **_IMAGE),
+                  quick=dict(_TINY_MODEL, **_QUICK_CLASSIFY, image_size=8)),
+    'audio': dict(config='configs/audio.py', metric='eval_accuracy',
+                  full=dict(_MODEL, **_AUDIO),
+                  quick=dict(_TINY_MODEL, **_QUICK_CLASSIFY, num_samples=64)),
+    'listops': dict(config='configs/listops.py', metric='eval_accuracy',
+                    full=dict(_MODEL, **_LISTOPS),
+                    quick=dict(_TINY_MODEL, **_QUICK_CLASSIFY, listops_min_len=8,
+                               listops_max_len=32)),
 }
 # Kinds run per task in a smoke run: every kind once, the paper's on every task.
-QUICK_KINDS = {'recall': KINDS, 'recall_causal': ('linear',), 'mlm_retrieval': ('linear',),
-               'mlm': ('linear',)}
+QUICK_KINDS = {'recall': KINDS, 'recall_causal': ('linear',),
+               'mlm_retrieval': ('linear', 'softmax_rotary'),
+               'mlm': ('linear',), 'image': ('linear',), 'audio': ('linear',),
+               'listops': ('linear',)}
 # The width x pairs grid on MQAR (configs/recall.py), one run per cell and kind:
 # the task's settings with this seq_len and key vocabulary (16 pairs fill 64 tokens).
 GRID = {'full': dict(task='recall', widths=(32, 64, 128), pairs=(4, 8, 16), seq_len=64,
@@ -83,15 +115,18 @@ GRID = {'full': dict(task='recall', widths=(32, 64, 128), pairs=(4, 8, 16), seq_
         'quick': dict(task='recall', widths=(16,), pairs=(2,), seq_len=16, key_vocab_size=8)}
 # Baseline keys of the step-0 record, per metric, as (key, label) pairs.
 BASELINES = {'eval_accuracy': (('baseline_chance_accuracy', 'chance'),
-                               ('baseline_mode_guess_accuracy', 'no recall (mode guess)')),
+                               ('baseline_mode_guess_accuracy', 'no recall (mode guess)'),
+                               ('baseline_majority_accuracy', 'majority class')),
              'eval_loss': (('baseline_unigram_loss', 'unigram'),
                            ('baseline_bigram_loss', 'bigram'))}
 
 
 def kinds_for(task, quick=False):
-  """Attention kinds a task is run with: Linformer has no causal form."""
+  """Kinds a task is run with: Linformer has no causal form; rotary softmax
+  only where copying by relative position is the point (mlm_retrieval)."""
   kinds = QUICK_KINDS[task] if quick else KINDS
-  return tuple(k for k in kinds if not (k == 'linformer' and task.endswith('_causal')))
+  return tuple(k for k in kinds if not (k == 'linformer' and task.endswith('_causal')) and
+               not (k == 'softmax_rotary' and task != 'mlm_retrieval'))
 
 
 def overrides_for(task, kind, seed, quick, extra=None):
@@ -99,7 +134,8 @@ def overrides_for(task, kind, seed, quick, extra=None):
   o = dict(TASKS[task]['quick' if quick else 'full'])
   o.update(extra or {})
   steps = o['num_train_steps']
-  o.update({'model.attention': kind, 'seed': seed, 'warmup_steps': max(1, steps // 10),
+  o.update(KIND_OVERRIDES.get(kind, {'model.attention': kind, 'model.position': 'learned'}))
+  o.update({'seed': seed, 'warmup_steps': max(1, steps // 10),
             'log_every_steps': max(1, steps // 10),
             # Five evaluations give the learning curve; the last is the score.
             'eval_every_steps': max(1, steps // 5),
@@ -302,7 +338,7 @@ def figure_scores(report):
     base = next((r['baselines'] for r in rows if r['baselines']), {})
     for j, (key, label) in enumerate(BASELINES[metric]):
       if key in base:
-        ax.axhline(base[key], color='k', ls=('--', ':')[j], lw=1, label=label)
+        ax.axhline(base[key], color='k', ls=('--', ':', '-.')[j], lw=1, label=label)
     ax.set_xticks(range(len(rows)), [r['kind'] for r in rows], rotation=20)
     ax.set_title(f"{task}: {metric.replace('_', ' ')}")
     if metric == 'eval_accuracy':
@@ -360,7 +396,7 @@ def figure_curves(report):
         base = base or r['baselines']
     for j, (key, label) in enumerate(BASELINES['eval_loss']):
       if key in base:
-        ax.axhline(base[key], color='k', ls=('--', ':')[j], lw=1, label=f'{label} baseline')
+        ax.axhline(base[key], color='k', ls=('--', ':', '-.')[j], lw=1, label=f'{label} baseline')
     ax.set_xlabel('step')
     ax.set_ylabel('eval loss (nats per scored byte)')
     ax.set_title(task)
