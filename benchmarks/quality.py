@@ -19,8 +19,8 @@ kind, so the attention is the only difference. Tasks (TASKS below):
   image          generated shapes (configs/image.py) at 16x16: 256 pixel tokens.
   audio          generated sound events (configs/audio.py), 2000 samples: 1000 tokens.
   listops        ListOps (configs/listops.py) cut to 64-256 tokens.
-Then a grid (Zoology, arXiv:2312.04927, fig. 2 style): MQAR accuracy against
-model width and number of pairs for softmax, linear and none.
+Then, for every seed, a grid (Zoology, arXiv:2312.04927, fig. 2 style): MQAR
+accuracy against model width and number of pairs for softmax, linear and none.
 Every row is `linformer_jax.trainer.train_and_evaluate` on a config file with a
 few keys overridden (the JSON holds the train.py command of each run); scores
 are the last eval of its metrics.jsonl, baselines its step-0 record
@@ -108,7 +108,7 @@ QUICK_KINDS = {'recall': KINDS, 'recall_causal': ('linear',),
                'mlm_retrieval': ('linear', 'softmax_rotary'),
                'mlm': ('linear',), 'image': ('linear',), 'audio': ('linear',),
                'listops': ('linear',)}
-# The width x pairs grid on MQAR (configs/recall.py), one run per cell and kind:
+# The width x pairs grid on MQAR (configs/recall.py), one run per cell, kind and seed:
 # the task's settings with this seq_len and key vocabulary (16 pairs fill 64 tokens).
 GRID = {'full': dict(task='recall', widths=(32, 64, 128), pairs=(4, 8, 16), seq_len=64,
                      key_vocab_size=32),
@@ -170,23 +170,23 @@ def run_one(task, kind, seed, workdir, quick, extra=None):
 def plan_runs(args):
   """(group, task, kind, seed, extra overrides) of every run, in the order they run.
 
-  The first seed over the tasks, the grid, then the other seeds: a time budget
-  that runs out cuts the last seeds, never a whole task or the grid.
+  Seed by seed, the tasks then the grid: a time budget that runs out cuts the
+  last seeds, never a whole task or the grid.
   """
   mode = 'quick' if args.quick else 'full'
   tasks = args.tasks.split(',')
-  main = [[('main', t, k, s, None) for t in tasks for k in kinds_for(t, args.quick)]
-          for s in args.seeds]
-  grid = []
-  if args.grid:
-    g = GRID[mode]
-    for p in g['pairs']:
-      for w in g['widths']:
-        extra = {'model.emb_dim': w, 'model.mlp_dim': 2 * w, 'num_pairs': p,
-                 'seq_len': g['seq_len'], 'key_vocab_size': g['key_vocab_size'],
-                 'model.linformer_k': g['seq_len'] // 4}
-        grid += [('grid', g['task'], k, args.seeds[0], extra) for k in GRID_KINDS]
-  return main[0] + grid + [r for m in main[1:] for r in m]
+  plan = []
+  for seed in args.seeds:
+    plan += [('main', t, k, seed, None) for t in tasks for k in kinds_for(t, args.quick)]
+    if args.grid:
+      g = GRID[mode]
+      for p in g['pairs']:
+        for w in g['widths']:
+          extra = {'model.emb_dim': w, 'model.mlp_dim': 2 * w, 'num_pairs': p,
+                   'seq_len': g['seq_len'], 'key_vocab_size': g['key_vocab_size'],
+                   'model.linformer_k': g['seq_len'] // 4}
+          plan += [('grid', g['task'], k, seed, extra) for k in GRID_KINDS]
+  return plan
 
 
 def sweep(args, out):
@@ -243,9 +243,13 @@ def summarize(runs):
 
 
 def grid_table(runs):
-  """{(kind, width, pairs): eval accuracy} of the grid runs that finished."""
-  return {(r['kind'], r['extra']['model.emb_dim'], r['extra']['num_pairs']): r['eval_accuracy']
-          for r in runs if r['group'] == 'grid' and r['status'] == 'ok'}
+  """{(kind, width, pairs): {'mean', 'std'}} of eval accuracy over the grid runs that finished."""
+  cells = {}
+  for r in runs:
+    if r['group'] == 'grid' and r['status'] == 'ok':
+      key = (r['kind'], r['extra']['model.emb_dim'], r['extra']['num_pairs'])
+      cells.setdefault(key, []).append(r['eval_accuracy'])
+  return {key: dict(zip(('mean', 'std'), mean_std(xs))) for key, xs in cells.items()}
 
 
 def _cell(stat, metric):
@@ -295,10 +299,11 @@ def markdown(report):
   grid = grid_table(runs)
   if grid:
     g = report['grid']
-    lines += ['', f"## MQAR accuracy against width and pairs ({g['task']}, seed {report['seeds'][0]})",
-              '', harness.markdown_table(
+    seeds = sorted({r['seed'] for r in runs if r['group'] == 'grid' and r['status'] == 'ok'})
+    lines += ['', f"## MQAR accuracy against width and pairs ({g['task']}, mean ± std over seeds "
+              f"{seeds})", '', harness.markdown_table(
                   ['kind', 'width'] + [f'{p} pairs' for p in g['pairs']],
-                  [[k, w] + [f"{grid[(k, w, p)] * 100:.1f}%" if (k, w, p) in grid else '-'
+                  [[k, w] + [_cell(grid[(k, w, p)], 'eval_accuracy') if (k, w, p) in grid else '-'
                              for p in g['pairs']]
                    for k in GRID_KINDS for w in g['widths']]), '']
     base = {r['extra']['num_pairs']: r['baselines'].get('baseline_mode_guess_accuracy') for r in runs
@@ -360,9 +365,12 @@ def figure_grid(report):
           for r in report['runs'] if r['group'] == 'grid' and r['status'] == 'ok'}
   for ax, p in zip(axes[0], g['pairs']):
     for kind in GRID_KINDS:
-      pts = [(w, grid[(kind, w, p)]) for w in g['widths'] if (kind, w, p) in grid]
+      pts = [(w, grid[(kind, w, p)]['mean'], grid[(kind, w, p)]['std'] or 0)
+             for w in g['widths'] if (kind, w, p) in grid]
       if pts:
-        ax.plot(*zip(*pts), marker='o', color=f'C{KINDS.index(kind)}', label=kind)
+        ws, means, stds = zip(*pts)
+        ax.errorbar(ws, means, yerr=stds, marker='o', capsize=4, color=f'C{KINDS.index(kind)}',
+                    label=kind)
     if base.get(p) is not None:
       ax.axhline(base[p], color='k', ls=':', lw=1, label='no recall (mode guess)')
     ax.set_xscale('log', base=2)
