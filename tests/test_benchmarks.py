@@ -216,8 +216,12 @@ def test_quality_summary_skips_failed_runs():
                eval_accuracy=acc, baselines={'baseline_mode_guess_accuracy': 0.3})
           for k, accs in (('softmax', (0.9, 1.0)), ('none', (0.3, 0.3))) for s, acc in enumerate(accs)]
   runs.append(dict(group='main', task='recall', kind='linear', seed=0, status='failed', reason='test'))
-  runs.append(dict(group='grid', task='recall', kind='softmax', seed=0, status='ok', eval_loss=1.0,
-                   eval_accuracy=0.5, baselines={}, extra={'model.emb_dim': 32, 'num_pairs': 4}))
+  for seed, acc in ((0, 0.5), (1, 0.7)):
+    runs.append(dict(group='grid', task='recall', kind='softmax', seed=seed, status='ok',
+                     eval_loss=1.0, eval_accuracy=acc, baselines={},
+                     extra={'model.emb_dim': 32, 'num_pairs': 4}))
+  runs.append(dict(group='grid', task='recall', kind='linear', seed=0, status='failed',
+                   reason='test', extra={'model.emb_dim': 32, 'num_pairs': 4}))
   summary = quality.summarize(runs)
   assert [(s['task'], s['kind']) for s in summary] == [
       ('recall', 'softmax'), ('recall', 'none'), ('recall', 'linear')]
@@ -227,7 +231,10 @@ def test_quality_summary_skips_failed_runs():
   assert soft['baselines'] == {'baseline_mode_guess_accuracy': 0.3}
   assert summary[1]['eval_accuracy']['std'] == 0.0
   assert summary[2]['eval_accuracy']['mean'] is None and summary[2]['seeds'] == []
-  assert quality.grid_table(runs) == {('softmax', 32, 4): 0.5}
+  grid = quality.grid_table(runs)
+  assert list(grid) == [('softmax', 32, 4)]  # the failed linear cell is left out
+  assert grid[('softmax', 32, 4)]['mean'] == pytest.approx(0.6)
+  assert grid[('softmax', 32, 4)]['std'] == pytest.approx(0.1414214, rel=1e-5)
 
 
 def test_quality_bad_arguments_name_the_valid_ones(capsys):
