@@ -27,7 +27,9 @@ are the last eval of its metrics.jsonl, baselines its step-0 record
 (recall: chance and the no-recall mode guess; text: unigram and bigram
 cross-entropy; classification: chance and majority class). The classification
 tasks are cut to fit; the configs' own defaults are measured in their docstrings.
-Outputs (--out, default benchmarks/results/quality/, --quick benchmarks/quick/quality/): quality.json,
+Each finished run leaves <out>/tmp/<run>/run.json; --resume reuses those, so an
+interrupted study continues where it stopped. Outputs (--out, default
+benchmarks/results/quality/, --quick benchmarks/quick/quality/): quality.json,
 quality.md, quality.png (scores per task), quality_grid.png, quality_curves.png
 (eval loss against steps). Run directories and the XLA compilation cache go to
 <out>/tmp/, which git ignores.
@@ -203,11 +205,24 @@ def sweep(args, out):
     else:
       name = f"{group}_{task}_{kind}_seed{seed}" + ''.join(
           f"_{k.split('.')[-1]}{v}" for k, v in (extra or {}).items())
+      workdir = os.path.join(out, 'tmp', name)
+      done = os.path.join(workdir, 'run.json')
       try:
-        row.update(run_one(task, kind, seed, os.path.join(out, 'tmp', name), args.quick, extra))
+        if args.resume and os.path.exists(done):
+          with open(done) as f:
+            row.update(json.load(f))
+        else:
+          row.update(run_one(task, kind, seed, workdir, args.quick, extra))
+          with open(done, 'w') as f:
+            json.dump(row, f)
         walls[(task, kind)] = row['wall_s']
       except Exception as e:  # pylint: disable=broad-except
         row.update(status='failed', reason=f'{type(e).__name__}: {str(e)[:300]}')
+      finally:
+        # Compiled programs pile up in one long process: 121 runs in, LLVM could
+        # no longer allocate and the process died. The disk cache keeps them.
+        import jax  # pylint: disable=g-import-not-at-top
+        jax.clear_caches()
     results.append(row)
     status = (f"eval_loss {row['eval_loss']:.4f}, eval_accuracy {row['eval_accuracy']:.4f}, "
               f"{row['wall_s']:.0f} s" if row['status'] == 'ok' else f"{row['status']}: {row['reason']}")
@@ -428,6 +443,8 @@ def parse_args(argv):
                  help="only rewrite the .md and .png files from a finished run's quality.json")
   p.add_argument('--time_budget_s', type=float, default=80 * 60,
                  help='runs expected to end after this are skipped')
+  p.add_argument('--resume', action='store_true',
+                 help="reuse runs whose <out>/tmp/<run>/run.json a previous invocation wrote")
   args = p.parse_args(argv)
   bad = [t for t in args.tasks.split(',') if t not in TASKS]
   if bad:

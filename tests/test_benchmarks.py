@@ -237,6 +237,25 @@ def test_quality_summary_skips_failed_runs():
   assert grid[('softmax', 32, 4)]['std'] == pytest.approx(0.1414214, rel=1e-5)
 
 
+def test_quality_resume_reuses_finished_runs(tmp_path, monkeypatch):
+  calls = []
+
+  def fake_run_one(task, kind, seed, workdir, quick, extra=None):
+    calls.append((task, kind, seed))
+    os.makedirs(workdir, exist_ok=True)
+    return {'status': 'ok', 'eval_loss': 1.0 + len(calls), 'eval_accuracy': 0.5, 'steps': 2,
+            'wall_s': 1.0, 'baselines': {}, 'curve': [], 'command': 'x'}
+
+  monkeypatch.setattr(quality, 'run_one', fake_run_one)
+  args = quality.parse_args(['--quick', '--tasks', 'recall', '--no_grid', '--resume'])
+  first = quality.sweep(args, str(tmp_path))
+  assert len(calls) == len(first) == len(quality.kinds_for('recall', quick=True))
+  assert quality.sweep(args, str(tmp_path)) == first and len(calls) == len(first)
+  args.resume = False  # Without --resume every run trains again.
+  assert [r['eval_loss'] for r in quality.sweep(args, str(tmp_path))] != [
+      r['eval_loss'] for r in first]
+
+
 def test_quality_bad_arguments_name_the_valid_ones(capsys):
   with pytest.raises(SystemExit):
     quality.parse_args(['--tasks', 'recall,listopz'])
