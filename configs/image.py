@@ -5,18 +5,19 @@ Run (2 CPU cores):
   python train.py --config=configs/image.py --workdir=./runs/image
 
 Measured with that command on an otherwise idle 2-core CPU VM (AMD EPYC,
-2026-11-29): 5 min 11 s wall including data generation and compilation (5.1 min
-user + 2.0 min sys CPU); eval accuracy on the 512 generated eval images 34.4%
-at step 500, 84.4% at 1000, 96.1% at 1500 and 97.5% at step 2000 (eval loss
-0.078). Baselines logged at step 0: chance and majority class 12.5%, chance
-loss ln 8 = 2.079. What makes it learn is the 5x5 depthwise convolution over the
-pixel grid in every block (conv_dims=2): the earlier default without it reached
-24-28% up to step 4000, and a 1-D convolution along the flattened pixel order
-47% at step 800 (width 64, a scratch run on a shared machine, against 57.6% for
-the 2-D one). The attention-free control (--config.model.attention=none):
-25.0% at step 500, 78.7% at 1000, 91.6% at 1500, 94.1% at step 2000 (one
-seed, on the machine shared with the test suite): with the 2-D convolution,
-attention adds 3.4 points at this budget.
+2026-11-29): 3 min 20 s wall including data generation and compilation (3.1 min
+user + 2.6 min sys CPU); eval accuracy on the 512 generated eval images 34.4% at
+step 500, 82.8% at 1000, 96.5% at 1500 and 97.9% at step 2000 (eval loss 0.071).
+Baselines logged at step 0: chance and majority class 12.5%, chance loss ln 8 =
+2.079. What makes it learn is the 5x5 depthwise convolution over the pixel grid
+in every block (conv_dims=2): the earlier default without it reached 24-28% up
+to step 4000, and a 1-D convolution along the flattened pixel order 47% at step
+800 (width 64, a scratch run on a shared machine, against 57.6% for the 2-D
+one). The attention-free control (--config.model.attention=none; measured with
+the earlier, slower form of the same convolution): 25.0% at step 500, 78.7% at
+1000, 91.6% at 1500, 94.1% at step 2000 (one seed, on the machine shared with
+the test suite): with the 2-D convolution, attention adds 3.8 points at this
+budget.
 
 The default data are generated 'shapes' images (8 classes, chance 12.5%; see
 linformer_jax/data/generators.py). For real images prepare a TFDS dataset on a

@@ -6,13 +6,14 @@ Run (the corpus is prepared into data_dir on first use, about a minute):
   python -m linformer_jax.generate --workdir=./runs/lm --prompt='def ' --num_tokens=200
 
 Measured with the first command on an otherwise idle 2-core CPU VM (AMD EPYC,
-2026-11-29): 3 min 6 s wall including compilation (4.0 min user + 1.5 min sys
+2026-11-29): 2 min 19 s wall including compilation (2.6 min user + 1.5 min sys
 CPU), 1000 steps of 16 x 256 tokens. Eval loss in nats per byte (128
 validation rows; step-0 baselines: previous-byte bigram 2.655, unigram 3.345):
 1.631 at step 250, 1.492 at 500, 1.423 at 750, 1.382 at 1000 (eval accuracy
 60.4%). The generate command then prints docstring-like English (sampled with
 --temperature=0.8 --top_k=40; 7 s). The attention-free control
-(configs/lm_none.py, one seed, measured beside the test suite) reached 1.412 at
+(configs/lm_none.py, one seed, measured beside the test suite, with the earlier
+form of the same convolution) reached 1.412 at
 step 1000: attention adds 0.03 nats per byte at this length and budget.
 Greedy text repeats itself; sample with --temperature=0.8 --top_k=40. Learned
 positions cap a generated sequence at max_len = seq_len = 256 tokens, prompt

@@ -5,7 +5,7 @@ Run (the corpus is prepared into data_dir on first use, about a minute):
   python train.py --config=configs/mlm.py --workdir=./runs/mlm
 
 Expected result, measured with that command on an otherwise idle 2-core CPU VM
-(AMD EPYC, 2026-11-29): 7 min 1 s wall including compilation (9.5 min user +
+(AMD EPYC, 2026-11-29): 4 min 46 s wall including compilation (5.5 min user +
 3.3 min sys CPU), 1200 steps of 8 x 1024 bytes; eval loss in nats per masked
 byte (eval accuracy) 1.433 (61.3%) at step 200, 0.990 (73.0%) at 600, 0.849
 (77.3%) at 1200. Baselines logged at step 0: unigram 3.344, previous-byte bigram
@@ -13,7 +13,8 @@ byte (eval accuracy) 1.433 (61.3%) at step 200, 0.990 (73.0%) at 600, 0.849
 every block is what lets the model use its neighbours: without it (the earlier
 default) eval loss plateaued at 2.87-2.91 by step 1500, near the bigram baseline. At this budget attention adds
 little to it: the attention-free control (--config.model.attention=none, one
-seed) reached 0.885 at step 1200 (5 min 31 s); see benchmarks/quality.py for
+seed, measured before linformer_jax/conv.py made the convolution faster: same
+function, only the wall time changed) reached 0.885 at step 1200; see benchmarks/quality.py for
 the controls over seeds, and configs/recall.py for a task that needs attention. Running the command again
 restores step 1200 and exits.
 Override any key, e.g. --config.num_train_steps=1000 --config.model.num_layers=4.

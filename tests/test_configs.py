@@ -27,7 +27,10 @@ VARIANTS = {
     'mlm_softmax.py': ('mlm.py', {'model.attention': 'softmax'}),
     'mlm_linformer.py': ('mlm.py', {'model.attention': 'linformer'}),
     'mlm_elu_linear.py': ('mlm.py', {'model.attention': 'elu_linear'}),
-    'mlm_retrieval.py': ('mlm.py', {'repeat_passage': True}),
+    'mlm_retrieval.py': ('mlm.py', {'repeat_passage': True, 'num_train_steps': 300,
+                                    'warmup_steps': 30, 'eval_every_steps': 100,
+                                    'checkpoint_every_steps': 300,
+                                    'model.attention': 'softmax', 'model.position': 'rotary'}),
     'recall_causal.py': ('recall.py', {'model.causal': True}),
 }
 
