@@ -1,6 +1,6 @@
 r"""What attention adds: every task x every attention kind at equal steps, beside baselines.
 
-  python benchmarks/quality.py            # full study: 84 runs, 24 min on 2 shared CPU cores
+  python benchmarks/quality.py            # full study: 186 runs, ~45 min on 2 CPU cores
   python benchmarks/quality.py --quick    # smoke run: tiny models, 2 steps, about a minute
 
 Each task is trained with each attention kind ('softmax', 'linear' = the paper,
