@@ -48,11 +48,16 @@ def _pad(x, padding):
   return jnp.pad(x, ((0, 0),) + padding + ((0, 0),))
 
 
+def _shifted(xp, offset, sizes):
+  """xp[:, o : o + n, ...] for each (o, n) of offset and sizes (leading spatial axes)."""
+  return xp[(slice(None),) + tuple(slice(o, o + n) for o, n in zip(offset, sizes))]
+
+
 def _shifted_sum(xp, kernel, out_shape):
   """sum_j xp[:, j : j + out] * kernel[j] over every window offset j."""
   y = None
   for offset in itertools.product(*(range(w) for w in kernel.shape[:-1])):
-    part = xp[(slice(None),) + tuple(slice(o, o + n) for o, n in zip(offset, out_shape))]
+    part = _shifted(xp, offset, out_shape)
     y = part * kernel[offset] if y is None else y + part * kernel[offset]
   return y
 
@@ -104,8 +109,7 @@ def _conv_bwd(padding, residuals, g):
   out = g.shape[1:-1]
   rows = []
   for offset in itertools.product(*(range(w) for w in window[:-1])):
-    part = xp[(slice(None),) + tuple(slice(o, o + n) for o, n in zip(offset, out[:-1]))]
-    rows.append(_kernel_grad_last_axis(part, g, window[-1]))
+    rows.append(_kernel_grad_last_axis(_shifted(xp, offset, out[:-1]), g, window[-1]))
   dkernel = jnp.stack(rows).reshape(kernel.shape).astype(kernel.dtype)
   return dx, dkernel
 

@@ -139,6 +139,20 @@ def centred(w):
   return ((w - 1) // 2, w // 2)
 
 
+def mix_locally(conv, x, cfg):
+  """LocalMixing's parallel form for linen and NNX: conv(x, padding) along the
+  sequence (causal or centred), or over the trailing image grid (conv_dims=2;
+  leading tokens get zeros)."""
+  w = cfg.conv_width
+  if cfg.conv_dims == 1:
+    return conv(x, ((w - 1, 0),) if cfg.causal else (centred(w),))
+  b, n, e = x.shape
+  rows, head = n // cfg.grid_width, n % cfg.grid_width
+  grid = x[:, head:].reshape(b, rows, cfg.grid_width, e)
+  y = conv(grid, (centred(w),) * 2).reshape(b, rows * cfg.grid_width, e)
+  return jnp.concatenate([jnp.zeros_like(x[:, :head]), y], axis=1)
+
+
 class LocalMixing(nn.Module):
   """Depthwise convolution over neighbouring tokens: [batch, n, emb] -> same.
 
@@ -158,7 +172,7 @@ class LocalMixing(nn.Module):
     cfg = self.config
     if key_mask is not None:
       x = x * key_mask[..., None].astype(x.dtype)
-    w, e = cfg.conv_width, x.shape[-1]
+    w = cfg.conv_width
     conv = DepthwiseConv((w,) * cfg.conv_dims, cfg.dtype, name='conv')
     if cache is not None or prefill:
       check_decodable(cfg)
@@ -168,13 +182,7 @@ class LocalMixing(nn.Module):
       # The left zero padding of the parallel form is the empty history.
       history = jnp.pad(x, ((0, 0), (w - 1, 0), (0, 0)))[:, x.shape[1]:]
       return conv(x, ((w - 1, 0),)), history
-    if cfg.conv_dims == 1:
-      return conv(x, ((w - 1, 0),) if cfg.causal else (centred(w),))
-    b, n, _ = x.shape
-    rows, head = n // cfg.grid_width, n % cfg.grid_width
-    grid = x[:, head:].reshape(b, rows, cfg.grid_width, e)
-    y = conv(grid, (centred(w),) * 2).reshape(b, rows * cfg.grid_width, e)
-    return jnp.concatenate([jnp.zeros_like(x[:, :head]), y], axis=1)
+    return mix_locally(conv, x, cfg)
 
 
 class EncoderBlock(nn.Module):

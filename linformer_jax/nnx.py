@@ -21,7 +21,7 @@ from flax import nnx
 
 from linformer_jax import attention as kernels
 from linformer_jax import conv as conv_lib
-from linformer_jax.layers import _linformer_init, centred, rotary
+from linformer_jax.layers import _linformer_init, mix_locally, rotary
 from linformer_jax.model_config import ModelConfig
 
 if 'promote_dtype' not in inspect.signature(nnx.LayerNorm.__init__).parameters:
@@ -123,17 +123,9 @@ class LocalMixing(nnx.Module):
     return conv_lib.depthwise_conv(x, kernel[..., 0, :], padding) + bias
 
   def __call__(self, x, key_mask=None):
-    cfg = self.config
-    w = cfg.conv_width
     if key_mask is not None:
       x = x * key_mask[..., None].astype(x.dtype)
-    if cfg.conv_dims == 1:
-      return self._conv(x, ((w - 1, 0),) if cfg.causal else (centred(w),))
-    b, n, e = x.shape
-    rows, head = n // cfg.grid_width, n % cfg.grid_width
-    grid = x[:, head:].reshape(b, rows, cfg.grid_width, e)
-    y = self._conv(grid, (centred(w),) * 2).reshape(b, -1, e)
-    return jnp.concatenate([jnp.zeros_like(x[:, :head]), y], axis=1)
+    return mix_locally(self._conv, x, self.config)
 
 
 class EncoderBlock(nnx.Module):
