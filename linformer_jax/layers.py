@@ -46,46 +46,52 @@ class MultiHeadAttention(nn.Module):
     """
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
-    dense = lambda name: nn.DenseGeneral((cfg.num_heads, cfg.head_dim), dtype=dtype, name=name)
-    q, k, v = dense('query')(x), dense('key')(x), dense('value')(x)
+    dense = lambda name: nn.DenseGeneral((cfg.num_heads, cfg.head_dim), name=name,
+                                         **cfg.dense_kwargs())
+    # The kernels take compute-dtype inputs (bf16 operands, float32 sums).
+    q, k, v = (dense(name)(x).astype(dtype) for name in ('query', 'key', 'value'))
     if cfg.position == 'rotary':
       q, k = rotary(q, offset=offset), rotary(k, offset=offset)
-    out_proj = nn.DenseGeneral(cfg.emb_dim, axis=(-2, -1), dtype=dtype, name='out')
+    out_proj = nn.DenseGeneral(cfg.emb_dim, axis=(-2, -1), name='out', **cfg.dense_kwargs())
+    precision = cfg.matmul_precision
     if cache is not None or prefill:
       check_decodable(cfg)
       real = None if key_mask is None else key_mask[:, 0]
       if cache is not None:
         out, cache = kernels.decode_step(cfg.attention, cache, q[:, 0], k[:, 0], v[:, 0],
-                                         key_mask=real)
+                                         key_mask=real, precision=precision)
         return out_proj(out[:, None].astype(dtype)), cache
-      max_len = cfg.max_len if cfg.attention == 'softmax' else None
-      cache = kernels.causal_state(cfg.attention, k, v, key_mask=key_mask, max_len=max_len)
-    projections = None
-    if cfg.attention == 'linformer':
-      projections = self._linformer_projections(shared_proj)
+      max_len = cfg.max_len if cfg.kind.bounded_context else None
+      cache = kernels.causal_state(cfg.attention, k, v, key_mask=key_mask, max_len=max_len,
+                                   precision=precision)
+    projections = self._linformer_projections(shared_proj) if cfg.kind.needs_projections else None
     out = out_proj(kernels.attend(cfg.attention, q, k, v, key_mask=key_mask, causal=cfg.causal,
-                                  chunk_size=cfg.chunk_size, projections=projections))
+                                  chunk_size=cfg.chunk_size, projections=projections,
+                                  implementation=cfg.kernel_implementation, precision=precision))
     return (out, cache) if prefill else out
 
   def _linformer_projections(self, shared_proj):
     cfg = self.config
     shape = (cfg.linformer_k, cfg.max_len)
     init = _linformer_init(cfg.linformer_k)
+    param = lambda name, shape: self.param(name, init, shape, jnp.dtype(cfg.param_dtype))
     if cfg.linformer_sharing == 'layerwise':
       if shared_proj is None:
         raise ValueError("linformer_sharing='layerwise' needs the encoder's shared_proj")
       return shared_proj, shared_proj
     if cfg.linformer_sharing == 'key-value':
-      e_proj = self.param('linformer_e', init, shape)
+      e_proj = param('linformer_e', shape)
       return e_proj, e_proj
     if cfg.linformer_sharing == 'none':
       shape = (cfg.num_heads,) + shape
-    return self.param('linformer_e', init, shape), self.param('linformer_f', init, shape)
+    return param('linformer_e', shape), param('linformer_f', shape)
 
 
 def check_decodable(cfg):
   if not cfg.causal:
     raise ValueError('incremental decoding needs a causal model (causal=True); got causal=False')
+  if cfg.attention != 'none':  # the attention-free control decodes its convolutions alone
+    kernels.check(cfg.attention, decoding=True)
 
 
 def _positions(n, offset):
@@ -124,12 +130,14 @@ class DepthwiseConv(nn.Module):
   pair per window axis."""
   window: tuple
   dtype: str = 'float32'
+  param_dtype: str = 'float32'
 
   @nn.compact
   def __call__(self, x, padding):
     e = x.shape[-1]
-    kernel = self.param('kernel', nn.initializers.lecun_normal(), tuple(self.window) + (1, e))
-    bias = self.param('bias', nn.initializers.zeros_init(), (e,))
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), tuple(self.window) + (1, e),
+                        jnp.dtype(self.param_dtype))
+    bias = self.param('bias', nn.initializers.zeros_init(), (e,), jnp.dtype(self.param_dtype))
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=jnp.dtype(self.dtype))
     return conv_lib.depthwise_conv(x, kernel[..., 0, :], padding) + bias
 
@@ -173,7 +181,7 @@ class LocalMixing(nn.Module):
     if key_mask is not None:
       x = x * key_mask[..., None].astype(x.dtype)
     w = cfg.conv_width
-    conv = DepthwiseConv((w,) * cfg.conv_dims, cfg.dtype, name='conv')
+    conv = DepthwiseConv((w,) * cfg.conv_dims, cfg.dtype, cfg.param_dtype, name='conv')
     if cache is not None or prefill:
       check_decodable(cfg)
       if cache is not None:
@@ -196,7 +204,7 @@ class EncoderBlock(nn.Module):
     """Causal decoding (`prefill`, `cache`, `offset`: see MultiHeadAttention)
     returns (out, cache) with the cache {'local': ..., 'attention': ...} of its branches."""
     cfg = self.config
-    dtype = jnp.dtype(cfg.dtype)
+    norm = lambda: nn.LayerNorm(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
     drop = lambda y: nn.Dropout(cfg.dropout_rate)(y, deterministic=deterministic)
     decoding = cache is not None or prefill
     new_cache = {}
@@ -209,14 +217,14 @@ class EncoderBlock(nn.Module):
       return y
 
     if cfg.conv_width:
-      x = x + drop(branch('local', LocalMixing(cfg, name='local'), nn.LayerNorm(dtype=dtype)(x),
+      x = x + drop(branch('local', LocalMixing(cfg, name='local'), norm()(x),
                           key_mask))
     if cfg.attention != 'none':
       y = branch('attention', MultiHeadAttention(cfg, name='attention'),
-                 nn.LayerNorm(dtype=dtype)(x), key_mask, shared_proj, offset=offset)
+                 norm()(x), key_mask, shared_proj, offset=offset)
       x = x + drop(y)
-    y = nn.Dense(cfg.mlp_dim, dtype=dtype)(nn.LayerNorm(dtype=dtype)(x))
-    y = nn.Dense(cfg.emb_dim, dtype=dtype)(drop(nn.gelu(y)))
+    y = nn.Dense(cfg.mlp_dim, **cfg.dense_kwargs())(norm()(x))
+    y = nn.Dense(cfg.emb_dim, **cfg.dense_kwargs())(drop(nn.gelu(y)))
     return (x + drop(y), new_cache) if decoding else x + drop(y)
 
 
@@ -230,9 +238,9 @@ class Encoder(nn.Module):
     """Causal decoding (see MultiHeadAttention) returns (out, {'block_i': block cache})."""
     cfg = self.config
     shared = None
-    if cfg.attention == 'linformer' and cfg.linformer_sharing == 'layerwise':
+    if cfg.kind and cfg.kind.needs_projections and cfg.linformer_sharing == 'layerwise':
       shared = self.param('linformer_proj', _linformer_init(cfg.linformer_k),
-                          (cfg.linformer_k, cfg.max_len))
+                          (cfg.linformer_k, cfg.max_len), jnp.dtype(cfg.param_dtype))
     decoding = cache is not None or prefill
     new_cache = {}
     for i in range(cfg.num_layers):
@@ -243,6 +251,7 @@ class Encoder(nn.Module):
                                    prefill=prefill, offset=offset)
       else:
         x = block(x, key_mask, deterministic=deterministic, shared_proj=shared)
-    x = nn.LayerNorm(dtype=jnp.dtype(cfg.dtype), name='final_norm')(x)
+    x = nn.LayerNorm(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype),
+                     name='final_norm')(x)
     return (x, new_cache) if decoding else x
 

@@ -1,6 +1,11 @@
 """Model hyperparameters: one frozen dataclass, validated on construction."""
 import dataclasses
+import functools
 
+import jax.numpy as jnp
+from jax import lax
+
+from linformer_jax import attention
 from linformer_jax.attention import KINDS
 
 # The kernels by name; 'none' is the attention-free control: the same blocks
@@ -9,7 +14,12 @@ ATTENTIONS = KINDS + ('none',)
 POSITIONS = ('learned', 'sinusoidal', 'rotary', 'none')
 LINFORMER_SHARING = ('none', 'headwise', 'key-value', 'layerwise')
 POOLINGS = ('mean', 'cls')
-DTYPES = ('float32', 'bfloat16', 'float16')
+# Compute dtypes. float16 would need loss scaling, which the trainer does not do.
+DTYPES = ('float32', 'bfloat16')
+PARAM_DTYPES = ('float32', 'bfloat16')
+# Matmul precision: 'default' is the backend's (TF32 for float32 on GPUs, bf16
+# passes on TPUs, full float32 on CPU); 'high' and 'highest' as lax.Precision.
+PRECISIONS = {'default': None, 'high': lax.Precision.HIGH, 'highest': lax.Precision.HIGHEST}
 # Fields the data decide (tasks.build_model_config sets them), not config.model.
 DATA_FIELDS = ('vocab_size', 'feature_dim', 'pad_id', 'num_classes', 'grid_width')
 
@@ -37,11 +47,14 @@ class ModelConfig:
   grid_width: int = 0             # tokens per row when the input is an image grid; 0 otherwise
   causal: bool = False            # causal attention (not for 'linformer')
   chunk_size: int = 64            # chunk length of the causal linear kernels
+  implementation: str = 'auto'    # the kernel's implementation ('auto': the best for the backend)
   linformer_k: int = 64           # Linformer projected length k
   linformer_sharing: str = 'headwise'  # one of LINFORMER_SHARING
   num_classes: int = 0            # > 0: classification head instead of the MLM head
   pooling: str = 'mean'           # classification pooling, one of POOLINGS
-  dtype: str = 'float32'          # activation dtype, one of DTYPES
+  dtype: str = 'float32'          # compute dtype, one of DTYPES: matmul operands (float32 accumulation)
+  param_dtype: str = 'float32'    # parameter dtype, one of PARAM_DTYPES (the optimizer's state follows it)
+  precision: str = 'default'      # matmul precision, one of PRECISIONS
 
   def __post_init__(self):
     def check(ok, msg):
@@ -51,14 +64,25 @@ class ModelConfig:
     check(self.linformer_sharing in LINFORMER_SHARING,
           f'unknown linformer_sharing {self.linformer_sharing!r}; valid: {LINFORMER_SHARING}')
     check(self.pooling in POOLINGS, f'unknown pooling {self.pooling!r}; valid: {POOLINGS}')
+    check(self.dtype != 'float16', "dtype='float16' needs loss scaling, which this trainer does "
+          "not do; use 'bfloat16' (float32's exponent range, no scaling needed)")
     check(self.dtype in DTYPES, f'unknown dtype {self.dtype!r}; valid: {DTYPES}')
+    check(self.param_dtype in PARAM_DTYPES,
+          f'unknown param_dtype {self.param_dtype!r}; valid: {PARAM_DTYPES}')
+    if self.kind is not None:
+      valid = self.kind.causal_implementations if self.causal else self.kind.implementations
+      check(self.implementation == 'auto' or self.implementation in valid,
+            f'implementation {self.implementation!r} is not one of {self.attention!r} attention\'s'
+            f'{" causal" if self.causal else ""} implementations; valid: {("auto",) + tuple(valid)}')
+    check(self.precision in PRECISIONS, f'unknown precision {self.precision!r}; valid: {tuple(PRECISIONS)}')
     check((self.vocab_size > 0) != (self.feature_dim > 0),
           f'exactly one of vocab_size ({self.vocab_size}) and feature_dim ({self.feature_dim}) must be > 0')
     check(self.emb_dim % self.num_heads == 0,
           f'emb_dim={self.emb_dim} is not divisible by num_heads={self.num_heads}')
     check(self.position in POSITIONS, f'unknown position {self.position!r}; valid: {POSITIONS}')
-    check(self.position != 'rotary' or self.attention == 'softmax',
-          f"position='rotary' needs attention='softmax' (got {self.attention!r}): the linear "
+    rotary_kinds = tuple(k for k, kind in attention.TABLE.items() if kind.supports_rotary)
+    check(self.position != 'rotary' or self.attention in rotary_kinds,
+          f"position='rotary' needs attention in {rotary_kinds} (got {self.attention!r}): the linear "
           "kernels' feature softmax does not keep rotary's relative-position property")
     check(self.position != 'rotary' or self.head_dim % 2 == 0,
           f"position='rotary' needs an even head_dim, got {self.head_dim}")
@@ -70,11 +94,33 @@ class ModelConfig:
     for name in ('max_len', 'num_layers', 'num_heads', 'emb_dim', 'mlp_dim', 'chunk_size', 'linformer_k'):
       check(getattr(self, name) > 0, f'{name} must be positive, got {getattr(self, name)}')
     check(0.0 <= self.dropout_rate < 1.0, f'dropout_rate must be in [0, 1), got {self.dropout_rate}')
-    check(not (self.causal and self.attention == 'linformer'), 'linformer attention has no causal form')
+    check(not (self.causal and self.kind and self.kind.causal is None),
+          f'{self.attention} attention has no causal form; causal kinds: {attention.CAUSAL_KINDS}')
 
   @property
   def head_dim(self):
     return self.emb_dim // self.num_heads
+
+  @property
+  def kind(self):
+    """The attention kind's record (attention.TABLE), None for 'none'."""
+    return attention.TABLE.get(self.attention)
+
+  @property
+  def kernel_implementation(self):
+    """`implementation=` for the kernels: None for 'auto'."""
+    return None if self.implementation == 'auto' else self.implementation
+
+  @property
+  def matmul_precision(self):
+    return PRECISIONS[self.precision]
+
+  def dense_kwargs(self):
+    """dtype, param_dtype, precision and a dot_general that returns float32 for
+    Dense layers (linen and NNX): bf16 operands, float32 accumulation and result."""
+    return dict(dtype=jnp.dtype(self.dtype), param_dtype=jnp.dtype(self.param_dtype),
+                precision=self.matmul_precision,
+                dot_general=functools.partial(lax.dot_general, preferred_element_type=jnp.float32))
 
 
 def tiny(**overrides) -> ModelConfig:

@@ -22,26 +22,27 @@ class Embedder(nn.Module):
     """`offset`: absolute position of the first token (decoding; may be traced).
     Learned positions past max_len would be clamped: LanguageModel guards that."""
     cfg = self.config
+    pd = jnp.dtype(cfg.param_dtype)
     n = inputs.shape[1] + int(self.cls)
     if n > cfg.max_len:
       raise ValueError(f'input length {n} exceeds max_len={cfg.max_len}')
     token_embed, key_mask = None, None
     if cfg.vocab_size:
-      token_embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, name='token_embed')
+      token_embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, param_dtype=pd, name='token_embed')
       x = token_embed(inputs)
       if cfg.pad_id is not None:
         key_mask = inputs != cfg.pad_id
     else:
       if inputs.shape[-1] != cfg.feature_dim:
         raise ValueError(f'input feature width {inputs.shape[-1]} != feature_dim={cfg.feature_dim}')
-      x = nn.Dense(cfg.emb_dim, name='input_embed')(inputs)
+      x = nn.Dense(cfg.emb_dim, name='input_embed', **cfg.dense_kwargs())(inputs)
     if self.cls:
-      cls = self.param('cls', nn.initializers.normal(0.02), (cfg.emb_dim,))
+      cls = self.param('cls', nn.initializers.normal(0.02), (cfg.emb_dim,), pd)
       x = jnp.concatenate([jnp.broadcast_to(cls, x[:, :1].shape), x], axis=1)
       if key_mask is not None:
         key_mask = jnp.pad(key_mask, ((0, 0), (1, 0)), constant_values=True)
     if cfg.position == 'learned':
-      table = self.param('pos_embed', nn.initializers.normal(0.02), (cfg.max_len, cfg.emb_dim))
+      table = self.param('pos_embed', nn.initializers.normal(0.02), (cfg.max_len, cfg.emb_dim), pd)
       x = x + lax.dynamic_slice_in_dim(table, offset, n)
     elif cfg.position == 'sinusoidal':
       x = x + layers.sinusoidal(n, cfg.emb_dim, offset)
@@ -63,15 +64,19 @@ class MLMModel(nn.Module):
     cfg = self.config
     x, key_mask, token_embed = Embedder(cfg, name='embed')(tokens, deterministic=deterministic)
     x = layers.Encoder(cfg, name='encoder')(x, key_mask, deterministic=deterministic)
-    x = nn.LayerNorm(name='mlm_norm')(nn.gelu(nn.Dense(cfg.emb_dim, name='mlm_dense')(x)))
-    bias = self.param('mlm_bias', nn.initializers.zeros, (cfg.vocab_size,))
+    pd = jnp.dtype(cfg.param_dtype)
+    x = nn.Dense(cfg.emb_dim, name='mlm_dense', **cfg.dense_kwargs())(x)
+    x = nn.LayerNorm(param_dtype=pd, name='mlm_norm')(nn.gelu(x))
+    bias = self.param('mlm_bias', nn.initializers.zeros, (cfg.vocab_size,), pd)
     return token_embed.attend(x.astype(jnp.float32)) + bias
 
 
 def context_limit(config: ModelConfig) -> int | None:
   """Most tokens a LanguageModel can decode in one sequence, None if unbounded:
-  max_len for learned positions (the table's rows) or softmax (the KV cache's slots)."""
-  return config.max_len if config.position == 'learned' or config.attention == 'softmax' else None
+  max_len for learned positions (the table's rows) or a kind whose record says
+  bounded_context (softmax: the KV cache's slots)."""
+  bounded = config.kind is not None and config.kind.bounded_context
+  return config.max_len if config.position == 'learned' or bounded else None
 
 
 class LanguageModel(nn.Module):
@@ -106,7 +111,7 @@ class LanguageModel(nn.Module):
                           prefill=prefill, offset=offset)
     else:
       x = encoder(x, key_mask, deterministic=deterministic)
-    bias = self.param('lm_bias', nn.initializers.zeros, (cfg.vocab_size,))
+    bias = self.param('lm_bias', nn.initializers.zeros, (cfg.vocab_size,), jnp.dtype(cfg.param_dtype))
     logits = token_embed.attend(x.astype(jnp.float32)) + bias
     if not decoding:
       return logits
@@ -147,4 +152,5 @@ class Classifier(nn.Module):
     else:
       w = key_mask[..., None].astype(jnp.float32)
       pooled = (x * w).sum(axis=1) / jnp.maximum(w.sum(axis=1), 1.0)
-    return nn.Dense(cfg.num_classes, name='head')(pooled)
+    return nn.Dense(cfg.num_classes, name='head', param_dtype=jnp.dtype(cfg.param_dtype),
+                    precision=cfg.matmul_precision)(pooled)

@@ -29,14 +29,15 @@ if 'promote_dtype' not in inspect.signature(nnx.LayerNorm.__init__).parameters:
 
 
 def _linformer_param(cfg, shape, rngs):
-  return nnx.Param(_linformer_init(cfg.linformer_k)(rngs.params(), shape))
+  return nnx.Param(_linformer_init(cfg.linformer_k)(rngs.params(), shape, jnp.dtype(cfg.param_dtype)))
 
 
 def _layer_norm(cfg, rngs):
   # No promotion: statistics, scale and bias in float32 and one cast to `dtype`
   # at the end, as linen does; NNX's default first rounds x, scale and bias to
   # bfloat16, an ulp away from the linen twin.
-  return nnx.LayerNorm(cfg.emb_dim, dtype=jnp.dtype(cfg.dtype), rngs=rngs,
+  return nnx.LayerNorm(cfg.emb_dim, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype),
+                       rngs=rngs,
                        promote_dtype=lambda args, **_: args)
 
 
@@ -60,12 +61,11 @@ class MultiHeadAttention(nnx.Module):
     if cfg.attention not in kernels.KINDS:
       raise ValueError(f'attention={cfg.attention!r} has no attention module; valid: {kernels.KINDS}')
     heads = (cfg.num_heads, cfg.head_dim)
-    dense = lambda: nnx.LinearGeneral(cfg.emb_dim, heads, dtype=jnp.dtype(cfg.dtype), rngs=rngs)
+    dense = lambda: nnx.LinearGeneral(cfg.emb_dim, heads, rngs=rngs, **cfg.dense_kwargs())
     self.query, self.key, self.value = dense(), dense(), dense()
-    self.out = nnx.LinearGeneral(heads, cfg.emb_dim, axis=(-2, -1), dtype=jnp.dtype(cfg.dtype),
-                                 rngs=rngs)
+    self.out = nnx.LinearGeneral(heads, cfg.emb_dim, axis=(-2, -1), rngs=rngs, **cfg.dense_kwargs())
     sharing = cfg.linformer_sharing
-    if cfg.attention == 'linformer' and sharing != 'layerwise':
+    if cfg.kind.needs_projections and sharing != 'layerwise':
       shape = (cfg.linformer_k, cfg.max_len)
       if sharing == 'none':
         shape = (cfg.num_heads,) + shape
@@ -80,16 +80,19 @@ class MultiHeadAttention(nnx.Module):
     """
     cfg = self.config
     _check_width(x, cfg)
-    q, k, v = self.query(x), self.key(x), self.value(x)
+    dtype = jnp.dtype(cfg.dtype)
+    q, k, v = (dense(x).astype(dtype) for dense in (self.query, self.key, self.value))
     if cfg.position == 'rotary':
       q, k = rotary(q), rotary(k)
     return self.out(kernels.attend(cfg.attention, q, k, v, key_mask=key_mask, causal=cfg.causal,
                                    chunk_size=cfg.chunk_size,
-                                   projections=self._projections(shared_proj)))
+                                   projections=self._projections(shared_proj),
+                                   implementation=cfg.kernel_implementation,
+                                   precision=cfg.matmul_precision))
 
   def _projections(self, shared_proj):
     cfg = self.config
-    if cfg.attention != 'linformer':
+    if not cfg.kind.needs_projections:
       return None
     if cfg.linformer_sharing == 'layerwise':
       if shared_proj is None:
@@ -115,7 +118,7 @@ class LocalMixing(nnx.Module):
     # nnx.Conv holds the parameters (as nnx.Conv(..., feature_group_count=e));
     # conv.depthwise_conv computes, as in layers.DepthwiseConv.
     self.conv = nnx.Conv(e, e, (w,) * cfg.conv_dims, feature_group_count=e,
-                         dtype=jnp.dtype(cfg.dtype), rngs=rngs)
+                         dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype), rngs=rngs)
 
   def _conv(self, x, padding):
     x, kernel, bias = nnx.nn.dtypes.promote_dtype(
@@ -134,7 +137,7 @@ class EncoderBlock(nnx.Module):
 
   def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
     cfg = self.config = config
-    e, dtype = cfg.emb_dim, jnp.dtype(cfg.dtype)
+    e = cfg.emb_dim
     norm = lambda: _layer_norm(cfg, rngs)
     # Absent branches are None, assigned once: NNX fixes an attribute's kind on first assignment.
     self.local_norm, self.local = ((norm(), LocalMixing(cfg, rngs=rngs)) if cfg.conv_width
@@ -142,8 +145,8 @@ class EncoderBlock(nnx.Module):
     self.attention_norm, self.attention = ((norm(), MultiHeadAttention(cfg, rngs=rngs))
                                            if cfg.attention != 'none' else (None, None))
     self.mlp_norm = norm()
-    self.mlp_in = nnx.Linear(e, cfg.mlp_dim, dtype=dtype, rngs=rngs)
-    self.mlp_out = nnx.Linear(cfg.mlp_dim, e, dtype=dtype, rngs=rngs)
+    self.mlp_in = nnx.Linear(e, cfg.mlp_dim, rngs=rngs, **cfg.dense_kwargs())
+    self.mlp_out = nnx.Linear(cfg.mlp_dim, e, rngs=rngs, **cfg.dense_kwargs())
     self.dropout = nnx.Dropout(cfg.dropout_rate, rngs=rngs)
 
   def __call__(self, x, key_mask=None, *, deterministic=None, shared_proj=None):
@@ -176,7 +179,8 @@ class Encoder(nnx.Module):
 
   def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
     cfg = self.config = config
-    layerwise = cfg.attention == 'linformer' and cfg.linformer_sharing == 'layerwise'
+    layerwise = (cfg.kind is not None and cfg.kind.needs_projections
+                 and cfg.linformer_sharing == 'layerwise')
     self.linformer_proj = (_linformer_param(cfg, (cfg.linformer_k, cfg.max_len), rngs)
                            if layerwise else None)
     self.blocks = nnx.List([EncoderBlock(cfg, rngs=rngs) for _ in range(cfg.num_layers)])

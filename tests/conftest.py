@@ -1,4 +1,4 @@
-"""Session-wide test setup: a persistent JAX compilation cache and the `data_dir` fixture.
+"""Session-wide test setup: a persistent JAX compilation cache, float32 matmuls and `data_dir`.
 
 XLA takes seconds to compile even a tiny train step on CPU, and the training
 tests compile the same steps in this process and in subprocesses. A cache in a
@@ -25,6 +25,15 @@ for name, value in _SETTINGS.items():
 
 def pytest_sessionfinish(session, exitstatus):
   shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _float32_matmuls():
+  """Tests compare with float32 and float64 references, so float32 matmuls run in
+  true float32 on every backend (the default is TF32 on GPUs, bf16 passes on
+  TPUs), as JAX's own suite does. A test that wants another precision sets it."""
+  with jax.default_matmul_precision('float32'):
+    yield
 
 
 @pytest.fixture(scope='session')

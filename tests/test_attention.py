@@ -356,62 +356,8 @@ def test_causal_gradient_at_the_running_max_key():
     np.testing.assert_allclose(np.ravel(ref), [-7 / 12, 1 / 4, 1 / 3, 0], rtol=1e-12)
 
 
-def _causal_forms(mask, chunk_size):
-  """Each causal form of linear_attention as fn(q, k, v): the public kernel, and its two
-  internal forms called directly (the public one picks the scan only when it must)."""
-  from linformer_jax import attention  # pylint: disable=g-import-not-at-top
-
-  def internal(form):
-    def fn(q, k, v):
-      qs = jax.nn.softmax(q, axis=-1)
-      w = mask[:, :, None, None].astype(k.dtype)
-      k = jnp.where(w > 0, k, attention._NEG)
-      chunks = (attention._to_chunks(qs, chunk_size),
-                attention._to_chunks(k, chunk_size, constant_values=attention._NEG),
-                attention._to_chunks(w * jnp.ones_like(k[..., :1]), chunk_size),
-                attention._to_chunks(v, chunk_size))
-      out = form(*chunks)
-      return attention._from_chunks(out[0] if isinstance(out, tuple) else out, q.shape[1])
-    return jax.jit(fn)
-
-  return {'public': lambda q, k, v: lj.linear_attention(q, k, v, key_mask=mask, causal=True,
-                                                        chunk_size=chunk_size),
-          'parallel': internal(attention._causal_linear_parallel),
-          'scan': internal(attention._causal_linear_scan)}
-
-
-# Keys ×1: every form is exact. Keys ×30 and a +2000 outlier: spreads beyond float64's exp
-# range within a chunk, where the parallel form's shifted denominators underflow to 0 (the
-# scan then takes its pairwise path, and the parallel form off CPU falls back to the scan).
-@pytest.mark.slow  # ~12 compilations of each form, forward and backward: ~30-100 s
-@pytest.mark.parametrize('key_scale,outlier,forms', [(1.0, 0.0, ('public', 'parallel', 'scan')),
-                                                     (30.0, 2000.0, ('public', 'scan'))])
-def test_causal_linear_gradients_match_explicit_reference(key_scale, outlier, forms):
-  """Every chunk size (n = 37 a multiple of none but 1), with padding, against the float64 reference."""
-  with jax.enable_x64(True):
-    rng = np.random.default_rng(2)
-    b, n, h, d, dv = 2, 37, 2, 4, 3
-    q, k = rng.normal(size=(2, b, n, h, d))
-    k = key_scale * k
-    k[0, 11, 1] += outlier  # a key that dwarfs everything before it
-    v = rng.normal(size=(b, n, h, dv))
-    mask = rng.random((b, n)) > 0.25
-    mask[1, :4] = False  # leading padding: positions with no real key yet
-    cot = rng.normal(size=(b, n, h, dv))
-    q, k, v, mask, cot = map(jnp.asarray, (q, k, v, mask, cot))
-    ref = lambda q, k, v: _ref_causal_linear_jnp(q, k, v, mask)
-    loss = lambda fn: lambda q, k, v: jnp.sum(fn(q, k, v) * cot)
-    want = jax.grad(loss(ref), argnums=(0, 1, 2))(q, k, v)
-    if outlier:  # the exact path is needed: the parallel form alone is wrong here
-      assert not np.allclose(_causal_forms(mask, 8)['parallel'](q, k, v), ref(q, k, v), atol=1e-3)
-    for chunk_size in [1, 8, 64, 10]:
-      for form in forms:
-        fn = _causal_forms(mask, chunk_size)[form]
-        where = f'{form}, chunk_size={chunk_size}'
-        np.testing.assert_allclose(fn(q, k, v), ref(q, k, v), rtol=1e-10, atol=1e-12, err_msg=where)
-        got = jax.jit(jax.grad(loss(fn), argnums=(0, 1, 2)))(q, k, v)
-        for name, g, w in zip('qkv', got, want):
-          np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-11, err_msg=f'd/d{name}, {where}')
+# Every implementation of every kind, float32 and float64, values and gradients at
+# key spreads that need the exact path: tests/test_kernel_paths.py.
 
 
 # --- Edge inputs and the entry point by name ---
@@ -462,19 +408,3 @@ def test_attend_dispatches_by_name_and_rejects_bad_calls():
     lj.attend('linformer', q, k, v)
   with pytest.raises(ValueError, match="for linformer attention only, not 'linear'"):
     lj.attend('linear', q, k, v, projections=(e, e))
-
-
-def test_causal_elu_forms_agree():
-  """Both causal elu_linear forms (the public kernel runs one per platform) equal the reference."""
-  from linformer_jax import attention  # pylint: disable=g-import-not-at-top
-  q, k, v = _qkv()
-  mask = _key_mask()
-  want = apply_matrix(ref_elu_matrix(q, k, mask, True), v)
-  phi_k = attention._phi(k) * mask[:, :, None, None]
-  v1 = np.concatenate([v, np.ones(v.shape[:-1] + (1,), v.dtype)], axis=-1)
-  for chunk_size in [1, 8, 64]:
-    chunks = tuple(attention._to_chunks(x, chunk_size) for x in (attention._phi(q), phi_k, v1))
-    for form in (attention._causal_elu_scan, attention._causal_elu_parallel):
-      num = attention._from_chunks(jax.jit(form)(*chunks), q.shape[1])
-      got = np.asarray(attention._safe_div(num[..., :-1], num[..., -1:]))
-      np.testing.assert_allclose(got, want, atol=2e-6, rtol=2e-5, err_msg=f'{form.__name__}, {chunk_size}')

@@ -131,7 +131,7 @@ def test_length_limits_raise_before_decoding():
   assert generate.generate(model, params, 'a' * 10, 22).shape == (22,)  # 32 tokens fed in all
   with pytest.raises(ValueError, match=r'learned positions, max_len=32\). Ask for at most 22'):
     generate.generate(model, params, 'a' * 10, 23)
-  with pytest.raises(ValueError, match="softmax's KV cache"):
+  with pytest.raises(ValueError, match="softmax attention's decoding state"):
     generate.generate(*_model('softmax', position='sinusoidal'), 'a', 40)
   for bad, match in [({'num_tokens': -1}, 'num_tokens'), ({'temperature': -1.0}, 'temperature'),
                      ({'top_k': 300}, 'top_k')]:

@@ -1,0 +1,229 @@
+"""Every kernel path against float64 references: each kind, causal and not, each
+implementation (forced, whatever the backend), float32 and float64, values and
+gradients, at key spreads that make chunked denominators underflow.
+
+Tolerances are max-norm relative errors, max|got - want| / max|want|: float64
+<= 1e-10; float32 <= 1e-5 for values and 1e-4 for gradients. Matmul precision
+is set explicitly (HIGHEST), so the same tolerances hold on a GPU, where the
+default float32 matmul is TF32.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import linformer_jax as lj
+
+HIGHEST = lax.Precision.HIGHEST
+B, N, H, D, DV = 2, 37, 2, 4, 3  # N = 37 is a multiple of no chunk size below but 1
+SPREADS = {'keys x1': (1.0, 0.0), 'keys x30': (30.0, 0.0), 'a +50 outlier': (1.0, 50.0)}
+TOL = {'float64': (1e-10, 1e-10), 'float32': (1e-5, 1e-4)}
+
+
+def _paths():
+  """(kind, causal, implementation) for every path the table offers (None where there is one)."""
+  paths = []
+  for name, kind in lj.TABLE.items():
+    for causal in (False, True):
+      if causal and kind.causal is None:
+        continue
+      impls = kind.causal_implementations if causal else kind.implementations
+      paths += [(name, causal, impl) for impl in (impls or (None,))]
+  return paths
+
+
+# --- float64 references, written out with explicit [b, i, j] weights (differentiable) ---
+
+def _allowed(mask, causal, q_len=None):
+  """allowed[b, i, j]: may query i look at key j."""
+  n = mask.shape[1]
+  allowed = jnp.broadcast_to(mask[:, None, :], (mask.shape[0], q_len or n, n))
+  return allowed & jnp.tril(jnp.ones((n, n), bool))[None] if causal else allowed
+
+
+def _masked_softmax(logits, allowed, axis):
+  """Softmax over `axis` of the allowed entries; rows with none allowed give 0 (finite gradients)."""
+  w = jax.nn.softmax(jnp.where(allowed, logits, -1e300), axis=axis)
+  return jnp.where(jnp.any(allowed, axis=axis, keepdims=True), w, 0.0)
+
+
+def ref_linear(q, k, v, mask, causal):
+  """out_i = sum_f softmax_feat(q_i)_f sum_{allowed j} softmax_j(k_jf) v_j."""
+  allowed = _allowed(mask, causal)[:, None, :, :, None]  # [b, 1, i, j, 1]
+  logits = jnp.einsum('bjhf->bhjf', k)[:, :, None]  # [b, h, 1, j, f]
+  weights = _masked_softmax(jnp.broadcast_to(logits, allowed.shape[:1] + logits.shape[1:2] +
+                                             allowed.shape[2:4] + logits.shape[-1:]), allowed, 3)
+  return jnp.einsum('bihf,bhijf,bjhe->bihe', jax.nn.softmax(q, axis=-1), weights, v)
+
+
+def ref_elu(q, k, v, mask, causal):
+  phi = lambda x: jnp.where(x > 0, x + 1, jnp.exp(jnp.minimum(x, 0)))
+  s = jnp.einsum('bihd,bjhd->bhij', phi(q), phi(k)) * _allowed(mask, causal)[:, None]
+  den = s.sum(-1, keepdims=True)
+  p = s / jnp.where(den > 0, den, 1.0)
+  return jnp.einsum('bhij,bjhe->bihe', p, v)
+
+
+def ref_softmax(q, k, v, mask, causal):
+  s = jnp.einsum('bihd,bjhd->bhij', q, k) / jnp.sqrt(q.shape[-1])
+  return jnp.einsum('bhij,bjhe->bihe', _masked_softmax(s, _allowed(mask, causal, q.shape[1])[:, None], 3), v)
+
+
+def ref_linformer(q, k, v, mask, e, f):
+  w = mask[:, :, None, None].astype(k.dtype)
+  ek, fv = jnp.einsum('rn,bnhd->brhd', e, k * w), jnp.einsum('rn,bnhd->brhd', f, v * w)
+  out = ref_softmax(q, ek, fv, jnp.ones(ek.shape[:2], bool), False)
+  return out * jnp.any(mask, axis=1)[:, None, None, None]
+
+
+REFS = {'linear': ref_linear, 'elu_linear': ref_elu, 'softmax': ref_softmax}
+
+
+def _data(dtype, spread, seed=0):
+  rng = np.random.default_rng(seed)
+  scale, outlier = spread
+  q, k = rng.normal(size=(2, B, N, H, D))
+  k = scale * k
+  k[0, 11, 1] += outlier  # a key that dwarfs every key before it
+  v = rng.normal(size=(B, N, H, DV))
+  mask = rng.random((B, N)) > 0.25
+  mask[1, :4] = False  # leading padding: positions with no real key yet
+  e, f = rng.normal(size=(2, 5, N)) / np.sqrt(5)
+  cot = rng.normal(size=(B, N, H, DV))
+  cast = lambda x: jnp.asarray(x, dtype)
+  return tuple(map(cast, (q, k, v))), jnp.asarray(mask), tuple(map(cast, (e, f))), cast(cot)
+
+
+def _rel(got, want):
+  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+  return np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-300)
+
+
+def _out_and_grads(fn):
+  """jit of (q, k, v, mask, e, f, cot) -> (out, d<out, cot>/d(q, k, v))."""
+  def run(q, k, v, mask, e, f, cot):
+    out, vjp = jax.vjp(lambda q, k, v: fn(q, k, v, mask, e, f), q, k, v)
+    return out, vjp(cot)
+  return jax.jit(run)
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'float64'])
+@pytest.mark.parametrize('kind,causal,impl', _paths())
+def test_every_path_matches_float64_reference(kind, causal, impl, dtype):
+  value_tol, grad_tol = TOL[dtype]
+  chunk_sizes = [1, 8, 64] if causal and kind in ('linear', 'elu_linear') else [64]
+  with jax.enable_x64(True):
+    if kind == 'linformer':
+      ref = lambda q, k, v, mask, e, f: ref_linformer(q, k, v, mask, e, f)
+    else:
+      ref = lambda q, k, v, mask, e, f: REFS[kind](q, k, v, mask, causal)
+    want_fn = _out_and_grads(ref)
+    for chunk_size in chunk_sizes:
+      got_fn = _out_and_grads(lambda q, k, v, mask, e, f: lj.attend(
+          kind, q, k, v, key_mask=mask, causal=causal, chunk_size=chunk_size,
+          projections=(e, f) if kind == 'linformer' else None, implementation=impl,
+          precision=HIGHEST))
+      for spread_name, spread in SPREADS.items():
+        qkv, mask, ef, cot = _data(dtype, spread)
+        want_out, want_grads = want_fn(*(x.astype(jnp.float64) for x in qkv), mask,
+                                       *(x.astype(jnp.float64) for x in ef), cot.astype(jnp.float64))
+        out, grads = got_fn(*qkv, mask, *ef, cot)
+        where = f'{spread_name}, chunk_size={chunk_size}'
+        assert out.dtype == jnp.dtype(dtype), where
+        for name, x in zip(('out', 'dq', 'dk', 'dv'), (out,) + grads):
+          assert np.isfinite(np.asarray(x)).all(), f'{name} not finite, {where}'
+        assert _rel(out, want_out) <= value_tol, f'out: {_rel(out, want_out):.2e}, {where}'
+        for name, g, w in zip(('dq', 'dk', 'dv'), grads, want_grads):
+          assert _rel(g, w) <= grad_tol, f'{name}: {_rel(g, w):.2e}, {where}'
+
+
+def test_spreads_reach_the_exact_path():
+  """The key spreads above really make the factorised chunk form fail: its own
+  denominators underflow below e^-40 (so 'chunked' must and does fall back)."""
+  from linformer_jax.attention import common, linear  # pylint: disable=g-import-not-at-top
+  for spread_name in ('keys x30', 'a +50 outlier'):
+    (q, k, v), mask, _, _ = _data(jnp.float32, SPREADS[spread_name])
+    w = mask[:, :, None, None].astype(jnp.float32)
+    chunks = (common.to_chunks(jax.nn.softmax(q, axis=-1), 8),
+              common.to_chunks(jnp.where(w > 0, k, common.NEG), 8, constant_values=common.NEG),
+              common.to_chunks(w * jnp.ones_like(k[..., :1]), 8), common.to_chunks(v, 8))
+    out, den = linear._chunked(common.numerics(q, precision=HIGHEST), *chunks)
+    assert jnp.min(jnp.where(chunks[2] > 0, den, 1.0)) < common.TINY, spread_name
+    exact = lj.linear_attention(q, k, v, key_mask=mask, causal=True, chunk_size=8,
+                                implementation='scan', precision=HIGHEST)
+    assert _rel(common.from_chunks(out, N) * mask[:, :, None, None],
+                exact * mask[:, :, None, None]) > 1e-3, spread_name
+
+
+@pytest.mark.parametrize('impl', ['chunked', 'scan'])
+def test_issue_repro_key_gradients_finite_off_cpu_path(impl):
+  """The reported failure: float32, n = 256, d = 32, keys x30, the path GPUs run."""
+  rng = np.random.default_rng(0)
+  q, k, v = (jnp.asarray(rng.normal(size=(1, 256, 2, 32)), jnp.float32) for _ in range(3))
+  k = 30 * k
+  loss = lambda k: jnp.sum(lj.linear_attention(q, k, v, causal=True, implementation=impl,
+                                               precision=HIGHEST) ** 2)
+  dk = jax.jit(jax.grad(loss))(k)
+  assert np.isfinite(np.asarray(dk)).all()
+  with jax.enable_x64(True):
+    want = jax.grad(lambda k: jnp.sum(ref_linear(q.astype(jnp.float64), k, v.astype(jnp.float64),
+                                                 jnp.ones((1, 256), bool), True) ** 2))(
+                                                     k.astype(jnp.float64))
+  assert _rel(dk, want) <= 1e-4
+
+
+@pytest.mark.parametrize('impl', ['chunked', 'scan'])
+def test_vmap_with_one_example_needing_the_exact_path(impl):
+  """Under vmap the underflow test is batched, so lax.cond becomes a select that
+  runs both branches; the discarded one must not leak NaN into gradients."""
+  (q, k, v), mask, _, cot = _data(jnp.float32, SPREADS['keys x1'])
+  k = k.at[0].multiply(30.0)  # example 0 needs the exact path, example 1 does not
+  fn = lambda q, k, v, m: lj.linear_attention(q[None], k[None], v[None], key_mask=m[None],
+                                              causal=True, chunk_size=8, implementation=impl,
+                                              precision=HIGHEST)[0]
+  loss = lambda q, k, v: jnp.sum(jax.vmap(fn)(q, k, v, mask) * cot)
+  grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
+  with jax.enable_x64(True):
+    f64 = lambda x: jnp.asarray(x, jnp.float64)
+    want = jax.grad(lambda q, k, v: jnp.sum(ref_linear(q, k, v, mask, True) * f64(cot)),
+                    argnums=(0, 1, 2))(f64(q), f64(k), f64(v))
+  for name, g, w in zip('qkv', grads, want):
+    assert np.isfinite(np.asarray(g)).all(), name
+    assert _rel(g, w) <= 1e-4, f'd{name}: {_rel(g, w):.2e}'
+
+
+@pytest.mark.parametrize('kind,causal,impl', _paths())
+def test_bfloat16_error_against_float64(kind, causal, impl):
+  """bf16 inputs (bf16 matmul operands, float32 sums): max-norm relative error
+  <= 2e-2 against float64, as the README states for every kernel."""
+  (q, k, v), mask, (e, f), _ = _data(jnp.float32, SPREADS['keys x1'])
+  bf = lambda x: x.astype(jnp.bfloat16)
+  got = lj.attend(kind, bf(q), bf(k), bf(v), key_mask=mask, causal=causal, chunk_size=8,
+                  projections=(e, f) if kind == 'linformer' else None, implementation=impl)
+  assert got.dtype == jnp.bfloat16
+  with jax.enable_x64(True):
+    args = tuple(bf(x).astype(jnp.float64) for x in (q, k, v))
+    want = (ref_linformer(*args, mask, *(bf(x).astype(jnp.float64) for x in (e, f)))
+            if kind == 'linformer' else REFS[kind](*args, mask, causal))
+  assert _rel(got, want) <= 2e-2
+
+
+@pytest.mark.parametrize('bad,match', [
+    (dict(kind='linear', causal=True, implementation='pallas_v9'), r"no implementation 'pallas_v9'"),
+    (dict(kind='softmax', implementation='scan'), r"no implementation 'scan'; valid: None .* \('xla', 'jax'\)"),
+    (dict(kind='linformer', causal=True), 'no causal form'),
+])
+def test_attend_rejects_unknown_implementations(bad, match):
+  (q, k, v), mask, (e, f), _ = _data(jnp.float32, SPREADS['keys x1'])
+  kind = bad.pop('kind')
+  with pytest.raises(ValueError, match=match):
+    lj.attend(kind, q, k, v, projections=(e, f) if kind == 'linformer' else None, **bad)
+
+
+def test_kernels_reject_unknown_implementations():
+  (q, k, v), _, _, _ = _data(jnp.float32, SPREADS['keys x1'])
+  with pytest.raises(ValueError, match=r"unknown implementation 'fast'; valid: None .* \('scan', 'chunked'\)"):
+    lj.linear_attention(q, k, v, causal=True, implementation='fast')
