@@ -20,7 +20,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-KINDS = ('linear', 'elu_linear', 'softmax')
+# The kinds with a recurrent decoder, from the kernel table.
+from linformer_jax.attention import DECODE_KINDS as KINDS, TABLE  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _worker(spec):
@@ -31,7 +32,7 @@ def _worker(spec):
   keys = jax.random.split(jax.random.PRNGKey(0), 5)
   k, v = (jax.random.normal(key, (b, ctx, h, d)) for key in keys[:2])
   total = spec['warmup'] + spec['steps']
-  state = lj.causal_state(kind, k, v, max_len=ctx + total if kind == 'softmax' else None)
+  state = lj.causal_state(kind, k, v, max_len=ctx + total if TABLE[kind].bounded_context else None)
   del k, v
   state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
   q, k, v = (jax.random.normal(key, (total, b, h, d)) for key in keys[2:])
@@ -145,7 +146,8 @@ def main(argv):
   settings = dict(batch=args.batch, heads=args.heads, head_dim=args.head_dim, warmup=args.warmup,
                   steps=args.steps)
   plan = [(kind, int(c)) for c in args.contexts.split(',') for kind in KINDS]
-  plan += [(kind, int(c)) for c in args.contexts_linear.split(',') if c for kind in KINDS[:2]]
+  plan += [(kind, int(c)) for c in args.contexts_linear.split(",") if c
+           for kind in KINDS if not TABLE[kind].bounded_context]
   host, tic, results = harness.host_info(), time.time(), []
   for kind, ctx in plan:
     spec = dict(settings, kind=kind, context=ctx)

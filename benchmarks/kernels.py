@@ -104,8 +104,6 @@ def _kernel_fn(kernel, n, chunk):
   """
   import jax  # pylint: disable=g-import-not-at-top
   from linformer_jax import attention  # pylint: disable=g-import-not-at-top
-  if kernel == 'softmax':
-    return attention.softmax_attention, ()
   if kernel.startswith('dpa_'):
     impl = kernel[len('dpa_'):]
     return lambda q, k, v: jax.nn.dot_product_attention(q, k, v, implementation=impl), ()
@@ -114,9 +112,9 @@ def _kernel_fn(kernel, n, chunk):
     proj = tuple(jax.random.normal(jax.random.PRNGKey(i), (k_rows, n)) / math.sqrt(k_rows)
                  for i in (1, 2))
     return attention.linformer_attention, proj
-  fn = attention.linear_attention if kernel.startswith('linear') else attention.elu_linear_attention
+  name = kernel[:-len('_causal')] if kernel.endswith('_causal') else kernel
   causal = kernel.endswith('_causal')
-  return lambda q, k, v: fn(q, k, v, causal=causal, chunk_size=chunk), ()
+  return lambda q, k, v: attention.attend(name, q, k, v, causal=causal, chunk_size=chunk), ()
 
 
 def _matmul_worker(spec):
@@ -178,17 +176,10 @@ RATIO_VARIANTS = ('linear', 'linear_causal', 'linear_causal_parallel', 'elu_line
 
 
 def _parallel_causal_linear(chunk):
-  """linear_attention(causal=True) with the chunk-parallel form forced (no fallback)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from linformer_jax import attention as a  # pylint: disable=g-import-not-at-top
-
-  def fn(q, k, v):
-    qs, mask = jax.nn.softmax(q, axis=-1), jnp.ones(k.shape[:2] + (1, 1), k.dtype)
-    chunks = (a._to_chunks(qs, chunk), a._to_chunks(k, chunk),  # pylint: disable=protected-access
-              a._to_chunks(mask * jnp.ones_like(k[..., :1]), chunk), a._to_chunks(v, chunk))  # pylint: disable=protected-access
-    return a._from_chunks(a._causal_linear_parallel(*chunks)[0], k.shape[1])  # pylint: disable=protected-access
-  return fn
+  """linear_attention(causal=True) with the chunk-parallel implementation forced."""
+  import linformer_jax as lj  # pylint: disable=g-import-not-at-top
+  return lambda q, k, v: lj.linear_attention(q, k, v, causal=True, chunk_size=chunk,
+                                             implementation='chunked')
 
 
 def _ratio_worker(spec):

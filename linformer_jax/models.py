@@ -50,6 +50,12 @@ class Embedder(nn.Module):
     return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic), key_mask, token_embed
 
 
+def tied_logits(cfg, token_embed, x):
+  """x [batch, n, emb] times the token embedding, in float32 at the config's precision."""
+  return jnp.einsum('bne,ve->bnv', x.astype(jnp.float32), token_embed.embedding.astype(jnp.float32),
+                    precision=cfg.matmul_precision)
+
+
 class MLMModel(nn.Module):
   """Masked-LM: tokens [batch, n] int -> logits [batch, n, vocab_size] float32.
 
@@ -68,7 +74,7 @@ class MLMModel(nn.Module):
     x = nn.Dense(cfg.emb_dim, name='mlm_dense', **cfg.dense_kwargs())(x)
     x = nn.LayerNorm(param_dtype=pd, name='mlm_norm')(nn.gelu(x))
     bias = self.param('mlm_bias', nn.initializers.zeros, (cfg.vocab_size,), pd)
-    return token_embed.attend(x.astype(jnp.float32)) + bias
+    return tied_logits(cfg, token_embed, x) + bias
 
 
 def context_limit(config: ModelConfig) -> int | None:
@@ -112,7 +118,7 @@ class LanguageModel(nn.Module):
     else:
       x = encoder(x, key_mask, deterministic=deterministic)
     bias = self.param('lm_bias', nn.initializers.zeros, (cfg.vocab_size,), jnp.dtype(cfg.param_dtype))
-    logits = token_embed.attend(x.astype(jnp.float32)) + bias
+    logits = tied_logits(cfg, token_embed, x) + bias
     if not decoding:
       return logits
     position = offset + tokens.shape[1]

@@ -236,7 +236,10 @@ def _train(config, workdir, task, devices, baselines, changes, stop_after_step):
   is_chief = parallel.process_index() == 0
   schedule = learning_rate_schedule(config)
   tx = create_optimizer(config, schedule)
-  init = functools.partial(create_state, jax.random.PRNGKey(config.seed), task, tx)
+  # The key is an argument, not a constant baked into a zero-argument jit: XLA
+  # would constant-fold the whole random initialisation at compile time.
+  init_rng = jax.random.PRNGKey(config.seed)
+  init = functools.partial(jax.jit(create_state, static_argnums=(1, 2)), init_rng, task, tx)
   last_step = config.num_train_steps
   if stop_after_step is not None:
     last_step = min(last_step, stop_after_step)
@@ -249,9 +252,9 @@ def _train(config, workdir, task, devices, baselines, changes, stop_after_step):
     if start_step >= last_step:
       logging.info('Nothing to do: the checkpoint in %s is at step %d (run ends at step %d).',
                    manager.directory, start_step, last_step)
-      return state if state is not None else jax.device_get(jax.jit(init)())
+      return state if state is not None else jax.device_get(init())
     if state is None:
-      state = jax.device_get(jax.jit(init)())
+      state = jax.device_get(init())
     else:
       logging.info('Resuming from the checkpoint at step %d.', start_step)
 

@@ -1,4 +1,4 @@
-"""Every kernel path against float64 references: each kind, causal and not, each
+"""Every kernel path against float64 references (attention/naive.py): each kind, causal and not, each
 implementation (forced, whatever the backend), float32 and float64, values and
 gradients, at key spreads that make chunked denominators underflow.
 
@@ -16,6 +16,7 @@ import pytest
 from jax import lax
 
 import linformer_jax as lj
+from linformer_jax.attention import naive
 
 HIGHEST = lax.Precision.HIGHEST
 B, N, H, D, DV = 2, 37, 2, 4, 3  # N = 37 is a multiple of no chunk size below but 1
@@ -35,51 +36,12 @@ def _paths():
   return paths
 
 
-# --- float64 references, written out with explicit [b, i, j] weights (differentiable) ---
-
-def _allowed(mask, causal, q_len=None):
-  """allowed[b, i, j]: may query i look at key j."""
-  n = mask.shape[1]
-  allowed = jnp.broadcast_to(mask[:, None, :], (mask.shape[0], q_len or n, n))
-  return allowed & jnp.tril(jnp.ones((n, n), bool))[None] if causal else allowed
-
-
-def _masked_softmax(logits, allowed, axis):
-  """Softmax over `axis` of the allowed entries; rows with none allowed give 0 (finite gradients)."""
-  w = jax.nn.softmax(jnp.where(allowed, logits, -1e300), axis=axis)
-  return jnp.where(jnp.any(allowed, axis=axis, keepdims=True), w, 0.0)
-
-
-def ref_linear(q, k, v, mask, causal):
-  """out_i = sum_f softmax_feat(q_i)_f sum_{allowed j} softmax_j(k_jf) v_j."""
-  allowed = _allowed(mask, causal)[:, None, :, :, None]  # [b, 1, i, j, 1]
-  logits = jnp.einsum('bjhf->bhjf', k)[:, :, None]  # [b, h, 1, j, f]
-  weights = _masked_softmax(jnp.broadcast_to(logits, allowed.shape[:1] + logits.shape[1:2] +
-                                             allowed.shape[2:4] + logits.shape[-1:]), allowed, 3)
-  return jnp.einsum('bihf,bhijf,bjhe->bihe', jax.nn.softmax(q, axis=-1), weights, v)
-
-
-def ref_elu(q, k, v, mask, causal):
-  phi = lambda x: jnp.where(x > 0, x + 1, jnp.exp(jnp.minimum(x, 0)))
-  s = jnp.einsum('bihd,bjhd->bhij', phi(q), phi(k)) * _allowed(mask, causal)[:, None]
-  den = s.sum(-1, keepdims=True)
-  p = s / jnp.where(den > 0, den, 1.0)
-  return jnp.einsum('bhij,bjhe->bihe', p, v)
-
-
-def ref_softmax(q, k, v, mask, causal):
-  s = jnp.einsum('bihd,bjhd->bhij', q, k) / jnp.sqrt(q.shape[-1])
-  return jnp.einsum('bhij,bjhe->bihe', _masked_softmax(s, _allowed(mask, causal, q.shape[1])[:, None], 3), v)
-
-
-def ref_linformer(q, k, v, mask, e, f):
-  w = mask[:, :, None, None].astype(k.dtype)
-  ek, fv = jnp.einsum('rn,bnhd->brhd', e, k * w), jnp.einsum('rn,bnhd->brhd', f, v * w)
-  out = ref_softmax(q, ek, fv, jnp.ones(ek.shape[:2], bool), False)
-  return out * jnp.any(mask, axis=1)[:, None, None, None]
-
-
-REFS = {'linear': ref_linear, 'elu_linear': ref_elu, 'softmax': ref_softmax}
+def _naive(kind, causal):
+  """The kind's explicit n×n reference (attention/naive.py) as fn(q, k, v, mask, e, f)."""
+  ref = lj.TABLE[kind].naive
+  if lj.TABLE[kind].needs_projections:
+    return lambda q, k, v, mask, e, f: ref(q, k, v, mask, causal, (e, f))
+  return lambda q, k, v, mask, e, f: ref(q, k, v, mask, causal)
 
 
 def _data(dtype, spread, seed=0):
@@ -113,18 +75,17 @@ def _out_and_grads(fn):
 @pytest.mark.parametrize('dtype', ['float32', 'float64'])
 @pytest.mark.parametrize('kind,causal,impl', _paths())
 def test_every_path_matches_float64_reference(kind, causal, impl, dtype):
+  if impl == 'pallas' and dtype == 'float64':
+    pytest.skip("the Pallas kernel computes in float32; 'pallas' refuses float64 inputs "
+                '(test_pallas_refuses_float64)')
   value_tol, grad_tol = TOL[dtype]
   chunk_sizes = [1, 8, 64] if causal and kind in ('linear', 'elu_linear') else [64]
   with jax.enable_x64(True):
-    if kind == 'linformer':
-      ref = lambda q, k, v, mask, e, f: ref_linformer(q, k, v, mask, e, f)
-    else:
-      ref = lambda q, k, v, mask, e, f: REFS[kind](q, k, v, mask, causal)
-    want_fn = _out_and_grads(ref)
+    want_fn = _out_and_grads(_naive(kind, causal))
     for chunk_size in chunk_sizes:
       got_fn = _out_and_grads(lambda q, k, v, mask, e, f: lj.attend(
           kind, q, k, v, key_mask=mask, causal=causal, chunk_size=chunk_size,
-          projections=(e, f) if kind == 'linformer' else None, implementation=impl,
+          projections=(e, f) if lj.TABLE[kind].needs_projections else None, implementation=impl,
           precision=HIGHEST))
       for spread_name, spread in SPREADS.items():
         qkv, mask, ef, cot = _data(dtype, spread)
@@ -169,9 +130,8 @@ def test_issue_repro_key_gradients_finite_off_cpu_path(impl):
   dk = jax.jit(jax.grad(loss))(k)
   assert np.isfinite(np.asarray(dk)).all()
   with jax.enable_x64(True):
-    want = jax.grad(lambda k: jnp.sum(ref_linear(q.astype(jnp.float64), k, v.astype(jnp.float64),
-                                                 jnp.ones((1, 256), bool), True) ** 2))(
-                                                     k.astype(jnp.float64))
+    want = jax.grad(lambda k: jnp.sum(naive.linear(q.astype(jnp.float64), k, v.astype(jnp.float64),
+                                                   causal=True) ** 2))(k.astype(jnp.float64))
   assert _rel(dk, want) <= 1e-4
 
 
@@ -188,7 +148,7 @@ def test_vmap_with_one_example_needing_the_exact_path(impl):
   grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
   with jax.enable_x64(True):
     f64 = lambda x: jnp.asarray(x, jnp.float64)
-    want = jax.grad(lambda q, k, v: jnp.sum(ref_linear(q, k, v, mask, True) * f64(cot)),
+    want = jax.grad(lambda q, k, v: jnp.sum(naive.linear(q, k, v, mask, True) * f64(cot)),
                     argnums=(0, 1, 2))(f64(q), f64(k), f64(v))
   for name, g, w in zip('qkv', grads, want):
     assert np.isfinite(np.asarray(g)).all(), name
@@ -202,12 +162,11 @@ def test_bfloat16_error_against_float64(kind, causal, impl):
   (q, k, v), mask, (e, f), _ = _data(jnp.float32, SPREADS['keys x1'])
   bf = lambda x: x.astype(jnp.bfloat16)
   got = lj.attend(kind, bf(q), bf(k), bf(v), key_mask=mask, causal=causal, chunk_size=8,
-                  projections=(e, f) if kind == 'linformer' else None, implementation=impl)
+                  projections=(e, f) if lj.TABLE[kind].needs_projections else None, implementation=impl)
   assert got.dtype == jnp.bfloat16
   with jax.enable_x64(True):
-    args = tuple(bf(x).astype(jnp.float64) for x in (q, k, v))
-    want = (ref_linformer(*args, mask, *(bf(x).astype(jnp.float64) for x in (e, f)))
-            if kind == 'linformer' else REFS[kind](*args, mask, causal))
+    f64 = lambda x: bf(x).astype(jnp.float64)
+    want = _naive(kind, causal)(f64(q), f64(k), f64(v), mask, f64(e), f64(f))
   assert _rel(got, want) <= 2e-2
 
 
@@ -220,10 +179,17 @@ def test_attend_rejects_unknown_implementations(bad, match):
   (q, k, v), mask, (e, f), _ = _data(jnp.float32, SPREADS['keys x1'])
   kind = bad.pop('kind')
   with pytest.raises(ValueError, match=match):
-    lj.attend(kind, q, k, v, projections=(e, f) if kind == 'linformer' else None, **bad)
+    lj.attend(kind, q, k, v, projections=(e, f) if lj.TABLE[kind].needs_projections else None, **bad)
 
 
 def test_kernels_reject_unknown_implementations():
   (q, k, v), _, _, _ = _data(jnp.float32, SPREADS['keys x1'])
-  with pytest.raises(ValueError, match=r"unknown implementation 'fast'; valid: None .* \('scan', 'chunked'\)"):
+  with pytest.raises(ValueError, match=r"unknown implementation 'fast'; valid: None .* \('scan', 'chunked', 'pallas'\)"):
     lj.linear_attention(q, k, v, causal=True, implementation='fast')
+
+
+def test_pallas_refuses_float64():
+  with jax.enable_x64(True):
+    (q, k, v), _, _, _ = _data(jnp.float64, SPREADS['keys x1'])
+    with pytest.raises(ValueError, match="'pallas' computes in float32 .* use 'scan' or 'chunked'"):
+      lj.linear_attention(q, k, v, causal=True, implementation='pallas')

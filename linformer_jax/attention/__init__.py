@@ -25,6 +25,7 @@ from linformer_jax.attention import common
 from linformer_jax.attention import elu_linear as _elu
 from linformer_jax.attention import linear as _linear
 from linformer_jax.attention import linformer as _linformer
+from linformer_jax.attention import naive
 from linformer_jax.attention import softmax as _softmax
 from linformer_jax.attention.elu_linear import elu_linear_attention
 from linformer_jax.attention.linear import linear_attention
@@ -43,7 +44,8 @@ class Kind:
   mask, *, max_len, precision) decode it one token at a time (None: no
   recurrent form). `implementations` are the names `implementation=` accepts
   besides None (the best for the backend); `causal_implementations` likewise
-  for the causal form.
+  for the causal form. naive(q, k, v, mask, causal[, projections]) is the
+  explicit reference.
   """
   name: str
   parallel: Callable
@@ -56,6 +58,7 @@ class Kind:
   supports_rotary: bool = False    # rotary positions keep their meaning through this kernel
   implementations: tuple = ()
   causal_implementations: tuple = ()
+  naive: Callable | None = None    # the explicit O(n²) reference (naive.py), for tests and benchmarks
 
   @property
   def decodes(self):
@@ -88,13 +91,15 @@ def _decoders(module):
 TABLE = {kind.name: kind for kind in (
     Kind('softmax', functools.partial(softmax_attention, causal=False), _softmax_causal,
          bounded_context=True, supports_rotary=True, implementations=_softmax.IMPLEMENTATIONS,
-         causal_implementations=_softmax.IMPLEMENTATIONS, **_decoders(_softmax)),
-    Kind('linformer', _linformer_parallel, needs_projections=True, bounded_context=True),
+         causal_implementations=_softmax.IMPLEMENTATIONS, naive=naive.softmax,
+         **_decoders(_softmax)),
+    Kind('linformer', _linformer_parallel, needs_projections=True, bounded_context=True,
+         naive=naive.linformer),
     Kind('linear', functools.partial(linear_attention, causal=False), _causal_of(linear_attention),
-         causal_implementations=_linear.IMPLEMENTATIONS, **_decoders(_linear)),
+         causal_implementations=_linear.IMPLEMENTATIONS, naive=naive.linear, **_decoders(_linear)),
     Kind('elu_linear', functools.partial(elu_linear_attention, causal=False),
          _causal_of(elu_linear_attention), causal_implementations=_elu.IMPLEMENTATIONS,
-         **_decoders(_elu)),
+         naive=naive.elu_linear, **_decoders(_elu)),
 )}
 
 # The kernel kinds, by the name `attend` and the modules use.

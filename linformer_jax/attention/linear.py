@@ -14,6 +14,11 @@ Causal implementations (`implementation=`), all exact at any key spread:
   'chunked'  every chunk at once, the states before each chunk by an
              associative scan; if any denominator underflowed, the whole call
              is recomputed by 'scan'. The default elsewhere.
+  'pallas'   a fused Pallas (Triton) kernel for GPUs (pallas_linear.py): one
+             program per (batch, head) walks the chunks; the kernel flags an
+             underflowed denominator and the call is then recomputed by 'scan'.
+             On CPU it runs in Pallas interpret mode (slow; for tests).
+             float32 and bf16 only. Not yet measured on a GPU, so not a default.
 """
 import functools
 
@@ -24,7 +29,7 @@ from jax import lax
 from linformer_jax.attention import common
 from linformer_jax.attention.common import NEG, TINY
 
-IMPLEMENTATIONS = ('scan', 'chunked')
+IMPLEMENTATIONS = ('scan', 'chunked', 'pallas')
 
 
 def _combine(first, second):
@@ -128,26 +133,46 @@ def _scan(num, qs, k, w, v):
 def _causal(num, qs, k, mask, v, chunk_size, implementation):
   """Causal attention on [b, n, h, *] inputs (qs, k in num.acc, k masked to NEG) -> [b, n, h, e].
 
-  'chunked' checks every position that has a real key for a denominator below
-  e^-40 and, if any, recomputes the call with 'scan' under one lax.cond
-  (checkpointed, so calls that never take it keep none of its residuals).
+  'chunked' and 'pallas' check every position that has a real key for a
+  denominator below e^-40 and, if any, recompute the call with 'scan' under one
+  lax.cond (checkpointed, so calls that never take it keep none of its
+  residuals). Their own results stay finite where they underflow, so the
+  discarded branch's zero cotangent gives zero gradients, not 0 * inf = NaN.
   """
   n = k.shape[1]
-  chunks = (common.to_chunks(qs, chunk_size), common.to_chunks(k, chunk_size, constant_values=NEG),
+
+  def chunks_of(qs, k, mask, v):
+    return (common.to_chunks(qs, chunk_size),
+            common.to_chunks(k, chunk_size, constant_values=NEG),
             common.to_chunks(mask * jnp.ones_like(k[..., :1]), chunk_size),
             common.to_chunks(v, chunk_size))
-  scan = functools.partial(_scan, num)
 
-  def chunked(*chunks):
-    out, den = _chunked(num, *chunks)
-    has_key = common.to_chunks((jnp.cumsum(mask[:, :, 0, 0], axis=1) > 0)[:, :, None, None], chunk_size)
-    underflow = jnp.any(has_key & (den < TINY))
+  def scan(*xs):
+    return common.from_chunks(_scan(num, *chunks_of(*xs)), n)
+
+  def exact_if(underflow, out, *xs):
     return lax.cond(underflow, lambda out, *xs: jax.checkpoint(scan)(*xs), lambda out, *xs: out,
-                    out, *chunks)
+                    out, *xs)
 
-  out = common.by_platform(implementation, chunks, {'scan': scan, 'chunked': chunked},
-                           cpu='scan', default='chunked')
-  return common.from_chunks(out, n)
+  def chunked(*xs):
+    out, den = _chunked(num, *chunks_of(*xs))
+    has_key = common.to_chunks((jnp.cumsum(mask[:, :, 0, 0], axis=1) > 0)[:, :, None, None],
+                               chunk_size)
+    return exact_if(jnp.any(has_key & (den < TINY)), common.from_chunks(out, n), *xs)
+
+  def pallas(qs, k, mask, v):
+    if num.acc != jnp.float32:
+      raise ValueError("linear_attention: implementation='pallas' computes in float32 (bf16 "
+                       f"operands allowed); got {num.acc} inputs: use 'scan' or 'chunked'")
+    from linformer_jax.attention import pallas_linear  # pylint: disable=g-import-not-at-top
+    out, underflow = pallas_linear.causal_linear(
+        qs.astype(num.operand), k, mask[:, :, 0, 0], v.astype(num.operand), chunk_size=chunk_size,
+        precision=num.precision, interpret=jax.default_backend() == 'cpu')
+    return exact_if(underflow, out, qs, k, mask, v)
+
+  return common.by_platform(implementation, (qs, k, mask, v),
+                            {'scan': scan, 'chunked': chunked, 'pallas': pallas},
+                            cpu='scan', default='chunked')
 
 
 def linear_sums(num, k, mask, v):
@@ -171,9 +196,9 @@ def linear_attention(query, key, value, *, key_mask=None, causal=False, chunk_si
 
   Non-causal: softmax_seq runs over the unmasked keys. Causal: query i uses the
   prefix j <= i, over chunks of `chunk_size`; `implementation` (causal only):
-  None (the best for the backend: 'scan' on CPU, 'chunked' elsewhere), 'scan'
-  or 'chunked' (see the module docstring); every one is exact at any key
-  spread. `precision` goes to every matmul (see `attention.common`). Cost
+  None (the best for the backend: 'scan' on CPU, 'chunked' elsewhere), 'scan',
+  'chunked' or 'pallas' (see the module docstring); every one is exact at any
+  key spread. `precision` goes to every matmul (see `attention.common`). Cost
   O(n·d·d_v) time (causal adds O(n·chunk·d)); memory O(n·d + d·d_v) (causal:
   O(n·d + (n/chunk)·d·d_v), the per-chunk states the backward pass keeps).
   """
