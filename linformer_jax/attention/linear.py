@@ -165,9 +165,12 @@ def _causal(num, qs, k, mask, v, chunk_size, implementation):
       raise ValueError("linear_attention: implementation='pallas' computes in float32 (bf16 "
                        f"operands allowed); got {num.acc} inputs: use 'scan' or 'chunked'")
     from linformer_jax.attention import pallas_linear  # pylint: disable=g-import-not-at-top
+    interpret = jax.default_backend() == 'cpu'
+    # Triton's matmuls need 16 rows at least; the chunk length changes no result.
+    chunk = chunk_size if interpret else max(chunk_size, 16)
     out, underflow = pallas_linear.causal_linear(
-        qs.astype(num.operand), k, mask[:, :, 0, 0], v.astype(num.operand), chunk_size=chunk_size,
-        precision=num.precision, interpret=jax.default_backend() == 'cpu')
+        qs.astype(num.operand), k, mask[:, :, 0, 0], v.astype(num.operand), chunk_size=chunk,
+        precision=num.precision, interpret=interpret)
     return exact_if(underflow, out, qs, k, mask, v)
 
   return common.by_platform(implementation, (qs, k, mask, v),
