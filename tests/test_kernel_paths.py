@@ -193,3 +193,31 @@ def test_pallas_refuses_float64():
     (q, k, v), _, _, _ = _data(jnp.float64, SPREADS['keys x1'])
     with pytest.raises(ValueError, match="'pallas' computes in float32 .* use 'scan' or 'chunked'"):
       lj.linear_attention(q, k, v, causal=True, implementation='pallas')
+
+
+@pytest.mark.parametrize('kind,impl', [(k, i) for k, c, i in _paths()
+                                       if c and lj.TABLE[k].decodes and k != 'softmax'])
+def test_initial_state_continues_a_sequence_exactly(kind, impl):
+  """The second half from the first half's state (causal_state) equals the whole
+  sequence's second half, values and gradients through the state included."""
+  cut = 20
+
+  def whole(q, k, v, mask):
+    return lj.attend(kind, q, k, v, key_mask=mask, causal=True, chunk_size=8, implementation=impl,
+                     precision=HIGHEST)[:, cut:]
+
+  def halves(q, k, v, mask):
+    state = lj.causal_state(kind, k[:, :cut], v[:, :cut], key_mask=mask[:, :cut], precision=HIGHEST)
+    return lj.attend(kind, q[:, cut:], k[:, cut:], v[:, cut:], key_mask=mask[:, cut:], causal=True,
+                     chunk_size=8, implementation=impl, precision=HIGHEST, initial_state=state)
+
+  whole_fn = _out_and_grads(lambda q, k, v, mask, e, f: whole(q, k, v, mask))
+  halves_fn = _out_and_grads(lambda q, k, v, mask, e, f: halves(q, k, v, mask))
+  for spread in ('keys x1', 'a +50 outlier'):
+    (q, k, v), mask, (e, f), cot = _data(jnp.float32, SPREADS[spread])
+    want, want_grads = whole_fn(q, k, v, mask, e, f, cot[:, cut:])
+    got, got_grads = halves_fn(q, k, v, mask, e, f, cot[:, cut:])
+    assert _rel(got, want) <= 1e-5, spread
+    for name, g, w in zip('qkv', got_grads, want_grads):
+      assert np.isfinite(np.asarray(g)).all()
+      assert _rel(g, w) <= 1e-4, f'd{name}, {spread}: {_rel(g, w):.2e}'

@@ -38,8 +38,9 @@ class Kind:
   """What one attention kind provides.
 
   parallel(q, k, v, *, key_mask, implementation, precision[, projections]) and
-  causal(q, k, v, *, key_mask, chunk_size, implementation, precision) (None:
-  no causal form) compute it; decode_init(batch, heads, d, d_v, *, dtype,
+  causal(q, k, v, *, key_mask, chunk_size, implementation, precision,
+  initial_state) (None: no causal form; initial_state is a decoding state of
+  earlier positions, where the kind can start from one) compute it; decode_init(batch, heads, d, d_v, *, dtype,
   max_len), decode_step(state, q, k, v, w, *, precision) and prefill(k, v,
   mask, *, max_len, precision) decode it one token at a time (None: no
   recurrent form). `implementations` are the names `implementation=` accepts
@@ -66,14 +67,18 @@ class Kind:
 
 
 def _causal_of(fn):
-  def causal(q, k, v, *, key_mask=None, chunk_size=64, implementation=None, precision=None):
+  def causal(q, k, v, *, key_mask=None, chunk_size=64, implementation=None, precision=None,
+             initial_state=None):
     return fn(q, k, v, key_mask=key_mask, causal=True, chunk_size=chunk_size,
-              implementation=implementation, precision=precision)
+              implementation=implementation, precision=precision, initial_state=initial_state)
   return causal
 
 
-def _softmax_causal(q, k, v, *, key_mask=None, chunk_size=None, implementation=None, precision=None):
+def _softmax_causal(q, k, v, *, key_mask=None, chunk_size=None, implementation=None, precision=None,
+                    initial_state=None):
   del chunk_size
+  if initial_state is not None:
+    raise ValueError('softmax attention takes no initial_state (its state is the whole KV cache)')
   return softmax_attention(q, k, v, key_mask=key_mask, causal=True, implementation=implementation,
                            precision=precision)
 
@@ -129,13 +134,15 @@ def check(name, *, causal=False, decoding=False):
 
 
 def attend(kind, query, key, value, *, key_mask=None, causal=False, chunk_size=64, projections=None,
-           implementation=None, precision=None):
+           implementation=None, precision=None, initial_state=None):
   """The kernel named `kind` (one of KINDS) on [batch, n, heads, d] inputs.
 
   `projections` = (e_proj, f_proj) for kinds that need them ('linformer'; see
   `linformer_attention`); `chunk_size` applies to the chunked causal kernels;
   `implementation` (None: the best for the backend) must be one the kind's
-  record lists. Raises ValueError for an unknown kind, a causal call of a kind
+  record lists. `initial_state` (causal linear kinds): the decoding state of
+  the positions before these (`causal_state`). Raises ValueError for an
+  unknown kind, a causal call of a kind
   without a causal form, or missing or misplaced projections.
   """
   record = check(kind, causal=causal)
@@ -152,7 +159,10 @@ def attend(kind, query, key, value, *, key_mask=None, causal=False, chunk_size=6
   elif projections is not None:
     raise ValueError(f'projections are for linformer attention only, not {kind!r}')
   if causal:
-    return record.causal(query, key, value, chunk_size=chunk_size, **kwargs)
+    return record.causal(query, key, value, chunk_size=chunk_size, initial_state=initial_state,
+                         **kwargs)
+  if initial_state is not None:
+    raise ValueError('initial_state is for causal attention only')
   return record.parallel(query, key, value, **kwargs)
 
 

@@ -22,31 +22,31 @@ def phi(x):
   return jax.nn.elu(x) + 1.0
 
 
-def _chunked(num, phi_q, phi_k, v1):
-  """Causal numerators phi(q_i)·sum_{j<=i} phi(k_j) v1_jᵀ on [b, h, N, C, *] chunks, all at once."""
+def _chunked(num, phi_q, phi_k, v1, s0):
+  """Causal numerators phi(q_i)·(s0 + sum_{j<=i} phi(k_j) v1_jᵀ) on [b, h, N, C, *] chunks, all at once."""
   s_prev = common.exclusive(jnp.cumsum(num.einsum('bhncd,bhnce->bhnde', phi_k, v1), axis=2), 0.0, 2)
+  s_prev = s_prev + s0[:, :, None]
   return num.einsum('bhncd,bhnde->bhnce', phi_q, s_prev) + common.intra_chunk(num, phi_q, phi_k, v1)
 
 
-def _scan(num, phi_q, phi_k, v1):
+def _scan(num, phi_q, phi_k, v1, s0):
   """The same numerators by a lax.scan over chunks carrying sum phi(k) v1ᵀ."""
-  b, h, _, _, d = phi_k.shape
-
   def body(s, chunk):
     a, kk, vv = chunk
     out = num.einsum('bhcd,bhde->bhce', a, s) + common.intra_chunk(num, a, kk, vv)
     return s + num.einsum('bhjd,bhje->bhde', kk, vv), out
 
-  return common.scan_chunks(body, jnp.zeros((b, h, d, v1.shape[-1]), num.acc), phi_q, phi_k, v1)
+  return common.scan_chunks(body, s0, phi_q, phi_k, v1)
 
 
 @functools.partial(jax.jit, static_argnames=('causal', 'chunk_size', 'implementation', 'precision'))
 def elu_linear_attention(query, key, value, *, key_mask=None, causal=False, chunk_size=64,
-                         implementation=None, precision=None):
+                         implementation=None, precision=None, initial_state=None):
   """Kernelised linear attention, phi = elu + 1 (see the module docstring).
 
   `implementation` (causal only): None (the best for the backend), 'scan' or
-  'chunked'. Cost O(n·d·d_v) time (causal adds O(n·chunk·d)), O(n·d + d·d_v)
+  'chunked'. `initial_state` (causal only): the decoding state {'z', 's'} of
+  earlier positions. Cost O(n·d·d_v) time (causal adds O(n·chunk·d)), O(n·d + d·d_v)
   memory (causal: O(n·d + (n/chunk)·d·d_v)).
   """
   common.check_inputs('elu_linear_attention', query, key, value, key_mask, causal, chunk_size)
@@ -63,10 +63,17 @@ def elu_linear_attention(query, key, value, *, key_mask=None, causal=False, chun
     n = k.shape[1]
     chunk = common.chunk_for(chunk_size, n)
     chunks = tuple(common.to_chunks(x, chunk) for x in (phi_q, phi_k, v1))
-    impls = {'scan': functools.partial(_scan, num), 'chunked': functools.partial(_chunked, num)}
+    b, _, h, d = k.shape
+    state = initial_state or decode_init(b, h, d, v.shape[-1], dtype=num.acc)
+    # sum phi(k) v1ᵀ: S beside z (the ones column's sums).
+    s0 = jnp.concatenate([state['s'], state['z'][..., None]], axis=-1).astype(num.acc)
+    impls = {'scan': functools.partial(_scan, num, s0=s0),
+             'chunked': functools.partial(_chunked, num, s0=s0)}
     out = common.by_platform(implementation, chunks, impls, cpu='scan', default='chunked')
     out = common.from_chunks(out, n)
   else:  # head-major, as in linear_attention
+    if initial_state is not None:
+      raise ValueError('elu_linear_attention: initial_state needs causal=True')
     phi_q, phi_k, v1 = (common.heads_first(x) for x in (phi_q, phi_k, v1))
     out = common.heads_first(num.einsum('bhnd,bhde->bhne', phi_q,
                                         num.einsum('bhnd,bhne->bhde', phi_k, v1)))

@@ -41,7 +41,7 @@ def _combine(first, second):
   return m, z1 * a1 + z2 * a2, s1 * a1[..., None] + s2 * a2[..., None]
 
 
-def _chunked(num, qs, k, w, v):
+def _chunked(num, qs, k, w, v, init):
   """Chunk-parallel causal attention on chunked inputs.
 
   qs, k [b, h, N, C, d] (padding: k = NEG, w = 0), w [b, h, N, C, 1], v
@@ -57,7 +57,8 @@ def _chunked(num, qs, k, w, v):
     out_i    = (qs_i / den_i) · (decay S') + sum_{j<=i in c} ((qs_i / den_i) · p_j) v_j
 
   The shift cancels between numerator and denominator, so out_i is exact up to
-  rounding unless den_i underflows (the caller checks den). The division uses
+  rounding unless den_i underflows (the caller checks den). `init` = (M, z, S)
+  [b, h, d], [b, h, d], [b, h, d, e] is the state before the first chunk. The division uses
   max(den, e^-40): where den underflowed the result is wrong but finite, and so
   is its gradient, which matters because the caller may discard it (a zero
   cotangent times an infinite partial derivative would be NaN). Cost
@@ -66,8 +67,12 @@ def _chunked(num, qs, k, w, v):
   m_chunk = lax.stop_gradient(jnp.max(k, axis=3))
   p = w * jnp.exp(k - m_chunk[..., None, :])
   sums = (m_chunk, jnp.sum(p, axis=3), num.einsum('bhncd,bhnce->bhnde', p, v))
-  m_incl, _, _ = inclusive = lax.associative_scan(_combine, sums, axis=2)
-  m_prev, z_prev, s_prev = (common.exclusive(x, init, 2) for x, init in zip(inclusive, (NEG, 0.0, 0.0)))
+  inclusive = lax.associative_scan(_combine, sums, axis=2)
+  # The state before the first chunk (empty, or an initial state) comes first.
+  inclusive = _combine(tuple(jnp.expand_dims(x, 2) for x in init), inclusive)
+  m_incl = inclusive[0]
+  m_prev, z_prev, s_prev = (common.exclusive(x, jnp.expand_dims(x0, 2), 2)
+                            for x, x0 in zip(inclusive, init))
   decay = jnp.exp(m_prev - m_incl)
   p = p * jnp.exp(m_chunk - m_incl)[..., None, :]
   den = jnp.cumsum(p, axis=3) + (decay * z_prev)[..., None, :]
@@ -77,7 +82,7 @@ def _chunked(num, qs, k, w, v):
   return out, den
 
 
-def _scan(num, qs, k, w, v):
+def _scan(num, qs, k, w, v, init):
   """Exact causal attention, a lax.scan over chunks; same inputs as `_chunked`.
 
   The carry is the running (max M, z, S); each chunk is shifted by M at its end
@@ -88,11 +93,7 @@ def _scan(num, qs, k, w, v):
   denominator is >= 1). Both branches are finite, also when vmap turns the cond
   into a select that evaluates both. Returns out [b, h, N, C, e].
   """
-  size = k.shape[-2]
-  tril = common.tril(size)
-  b, h, _, _, d = k.shape
-  init = (jnp.full((b, h, d), NEG, num.acc), jnp.zeros((b, h, d), num.acc),
-          jnp.zeros((b, h, d, v.shape[-1]), num.acc))
+  tril = common.tril(k.shape[-2])
 
   def body(carry, chunk):
     m_prev, z, s = carry
@@ -130,8 +131,9 @@ def _scan(num, qs, k, w, v):
   return common.scan_chunks(body, init, qs, k, w, v)
 
 
-def _causal(num, qs, k, mask, v, chunk_size, implementation):
-  """Causal attention on [b, n, h, *] inputs (qs, k in num.acc, k masked to NEG) -> [b, n, h, e].
+def _causal(num, qs, k, mask, v, chunk_size, implementation, init):
+  """Causal attention on [b, n, h, *] inputs (qs, k in num.acc, k masked to NEG) -> [b, n, h, e],
+  from the state `init` = (m, z, S) of earlier positions.
 
   'chunked' and 'pallas' check every position that has a real key for a
   denominator below e^-40 and, if any, recompute the call with 'scan' under one
@@ -148,16 +150,16 @@ def _causal(num, qs, k, mask, v, chunk_size, implementation):
             common.to_chunks(v, chunk_size))
 
   def scan(*xs):
-    return common.from_chunks(_scan(num, *chunks_of(*xs)), n)
+    return common.from_chunks(_scan(num, *chunks_of(*xs), init), n)
 
   def exact_if(underflow, out, *xs):
     return lax.cond(underflow, lambda out, *xs: jax.checkpoint(scan)(*xs), lambda out, *xs: out,
                     out, *xs)
 
   def chunked(*xs):
-    out, den = _chunked(num, *chunks_of(*xs))
+    out, den = _chunked(num, *chunks_of(*xs), init)
     has_key = common.to_chunks((jnp.cumsum(mask[:, :, 0, 0], axis=1) > 0)[:, :, None, None],
-                               chunk_size)
+                               chunk_size) | (init[1][:, :, None, None, :1] > 0)
     return exact_if(jnp.any(has_key & (den < TINY)), common.from_chunks(out, n), *xs)
 
   def pallas(qs, k, mask, v):
@@ -170,7 +172,7 @@ def _causal(num, qs, k, mask, v, chunk_size, implementation):
     chunk = chunk_size if interpret else max(chunk_size, 16)
     out, underflow = pallas_linear.causal_linear(
         qs.astype(num.operand), k, mask[:, :, 0, 0], v.astype(num.operand), chunk_size=chunk,
-        precision=num.precision, interpret=interpret)
+        initial_state=init, precision=num.precision, interpret=interpret)
     return exact_if(underflow, out, qs, k, mask, v)
 
   return common.by_platform(implementation, (qs, k, mask, v),
@@ -194,14 +196,18 @@ def linear_sums(num, k, mask, v):
 
 @functools.partial(jax.jit, static_argnames=('causal', 'chunk_size', 'implementation', 'precision'))
 def linear_attention(query, key, value, *, key_mask=None, causal=False, chunk_size=64,
-                     implementation=None, precision=None):
+                     implementation=None, precision=None, initial_state=None):
   """The paper's linear attention: softmax_feat(Q) · (softmax_seq(K)ᵀ V).
 
   Non-causal: softmax_seq runs over the unmasked keys. Causal: query i uses the
   prefix j <= i, over chunks of `chunk_size`; `implementation` (causal only):
   None (the best for the backend: 'scan' on CPU, 'chunked' elsewhere), 'scan',
   'chunked' or 'pallas' (see the module docstring); every one is exact at any
-  key spread. `precision` goes to every matmul (see `attention.common`). Cost
+  key spread. `precision` goes to every matmul (see `attention.common`).
+  `initial_state` (causal only): the decoding state of earlier positions
+  ({'m', 'z', 's'}, as `causal_state` or `decode_step` give it), so that a
+  sequence can be processed in segments (or split over devices) exactly;
+  differentiable. Cost
   O(n·d·d_v) time (causal adds O(n·chunk·d)); memory O(n·d + d·d_v) (causal:
   O(n·d + (n/chunk)·d·d_v), the per-chunk states the backward pass keeps).
   """
@@ -217,7 +223,14 @@ def linear_attention(query, key, value, *, key_mask=None, causal=False, chunk_si
   k = jnp.where(mask > 0, k, NEG)
   if causal:
     chunk = common.chunk_for(chunk_size, k.shape[1])
-    return _causal(num, qs, k, mask, value, chunk, implementation).astype(query.dtype)
+    b, _, h, d = k.shape
+    init = decode_init(b, h, d, value.shape[-1], dtype=num.acc)
+    if initial_state is not None:
+      init = {name: initial_state[name].astype(num.acc) for name in init}
+    init = (init['m'], init['z'], init['s'])
+    return _causal(num, qs, k, mask, value, chunk, implementation, init).astype(query.dtype)
+  if initial_state is not None:
+    raise ValueError('linear_attention: initial_state needs causal=True')
   _, z, s = linear_sums(num, k, mask, value)
   kv = s / jnp.where(z > 0, z, 1.0)[..., None]
   out = num.einsum('bhnd,bhde->bhne', common.heads_first(qs), kv)

@@ -2,9 +2,9 @@
 
 Implementations: 'xla' forms the scores explicitly (O(n²) memory; the
 reference the other kernels are compared with; CPU's default) and 'jax' calls
-`jax.nn.dot_product_attention`, which on a GPU runs cuDNN's fused flash
-attention where the inputs allow it (bf16/fp16) and XLA's form elsewhere (the
-default off CPU).
+`jax.nn.dot_product_attention`: with implementation='cudnn' (fused flash
+attention) on a GPU for bf16/fp16 inputs, and its XLA form (n×n scores)
+elsewhere or where cuDNN refuses the call. The default off CPU.
 """
 import functools
 import math
@@ -38,15 +38,26 @@ def _xla(num, q, k, v, allowed):
   return num.einsum('bhqk,bkhd->bqhd', weights, v)
 
 
-def _jax_nn(num, q, k, v, allowed):
+def _jax_nn(num, q, k, v, key_mask, causal):
+  """jax.nn.dot_product_attention: cuDNN's flash attention on a GPU for bf16/fp16
+  inputs (jax.nn's own default is XLA's n×n form), its XLA form elsewhere or
+  where cuDNN refuses the call (a shape or layout it does not support)."""
   # jax.nn.dot_product_attention needs one head dim for q, k and v: zero
   # features added to q and k change no score, those added to v are cut off.
   d, e = q.shape[-1], v.shape[-1]
   pad = lambda x, to: jnp.pad(x, ((0, 0),) * 3 + ((0, to - x.shape[-1]),)).astype(num.operand)
-  width = max(d, e)
+  args = (pad(q, max(d, e)), pad(k, max(d, e)), pad(v, max(d, e)))
+  kwargs = dict(mask=None if key_mask is None else key_mask[:, None, None, :], is_causal=causal,
+                scale=1 / math.sqrt(d))
   with jax.default_matmul_precision(_precision_name(num.precision)):
-    out = jax.nn.dot_product_attention(pad(q, width), pad(k, width), pad(v, width), mask=allowed,
-                                       scale=1 / math.sqrt(d))
+    out = None
+    if jax.default_backend() == 'gpu' and num.operand in (jnp.bfloat16, jnp.float16):
+      try:
+        out = jax.nn.dot_product_attention(*args, implementation='cudnn', **kwargs)
+      except (ValueError, NotImplementedError, RuntimeError):
+        out = None
+    if out is None:
+      out = jax.nn.dot_product_attention(*args, implementation='xla', **kwargs)
   return out[..., :e].astype(num.acc)
 
 
@@ -80,8 +91,8 @@ def softmax_attention(query, key, value, *, key_mask=None, causal=False, impleme
   if num.acc == jnp.float64:
     # jax.nn.dot_product_attention computes its scores in float32 whatever the inputs.
     implementation = 'xla'
-  impls = {name: functools.partial(fn, num, allowed=allowed)
-           for name, fn in (('xla', _xla), ('jax', _jax_nn))}
+  impls = {'xla': functools.partial(_xla, num, allowed=allowed),
+           'jax': functools.partial(_jax_nn, num, key_mask=key_mask, causal=causal)}
   out = common.by_platform(implementation, (query, key, value), impls, cpu='xla', default='jax')
   if allowed is not None:
     # A row with every key masked would otherwise be a uniform average.
