@@ -21,6 +21,7 @@ HIGHEST = lax.Precision.HIGHEST
 B, N, H, D, DV = 2, 37, 2, 4, 3  # N = 37 is a multiple of no chunk size below but 1
 SPREADS = {'keys x1': (1.0, 0.0), 'keys x30': (30.0, 0.0), 'a +50 outlier': (1.0, 50.0)}
 TOL = {'float64': (1e-10, 1e-10), 'float32': (1e-5, 1e-4)}
+WINDOW = 8  # the windowed kinds' window: N = 37 is no multiple of it, and it is shorter than N
 
 
 def _paths():
@@ -37,10 +38,13 @@ def _paths():
 
 # --- float64 references, written out with explicit [b, i, j] weights (differentiable) ---
 
-def _allowed(mask, causal, q_len=None):
-  """allowed[b, i, j]: may query i look at key j."""
+def _allowed(mask, causal, q_len=None, window=None):
+  """allowed[b, i, j]: may query i look at key j (within `window` of it, when given)."""
   n = mask.shape[1]
   allowed = jnp.broadcast_to(mask[:, None, :], (mask.shape[0], q_len or n, n))
+  if window is not None:
+    offset = np.arange(allowed.shape[1])[:, None] - np.arange(n)[None]
+    allowed = allowed & (offset < window if causal else np.abs(offset) < window)[None]
   return allowed & jnp.tril(jnp.ones((n, n), bool))[None] if causal else allowed
 
 
@@ -67,9 +71,10 @@ def ref_elu(q, k, v, mask, causal):
   return jnp.einsum('bhij,bjhe->bihe', p, v)
 
 
-def ref_softmax(q, k, v, mask, causal):
+def ref_softmax(q, k, v, mask, causal, window=None):
   s = jnp.einsum('bihd,bjhd->bhij', q, k) / jnp.sqrt(q.shape[-1])
-  return jnp.einsum('bhij,bjhe->bihe', _masked_softmax(s, _allowed(mask, causal, q.shape[1])[:, None], 3), v)
+  allowed = _allowed(mask, causal, q.shape[1], window)[:, None]
+  return jnp.einsum('bhij,bjhe->bihe', _masked_softmax(s, allowed, 3), v)
 
 
 def ref_linformer(q, k, v, mask, e, f):
@@ -79,7 +84,13 @@ def ref_linformer(q, k, v, mask, e, f):
   return out * jnp.any(mask, axis=1)[:, None, None, None]
 
 
-REFS = {'linear': ref_linear, 'elu_linear': ref_elu, 'softmax': ref_softmax}
+REFS = {'linear': ref_linear, 'elu_linear': ref_elu, 'softmax': ref_softmax,
+        'window': functools.partial(ref_softmax, window=WINDOW)}
+
+
+def _window(kind):
+  """attend's window= for `kind`: WINDOW for the windowed kinds, None (not taken) otherwise."""
+  return WINDOW if lj.TABLE[kind].windowed else None
 
 
 def _data(dtype, spread, seed=0):
@@ -125,7 +136,7 @@ def test_every_path_matches_float64_reference(kind, causal, impl, dtype):
       got_fn = _out_and_grads(lambda q, k, v, mask, e, f: lj.attend(
           kind, q, k, v, key_mask=mask, causal=causal, chunk_size=chunk_size,
           projections=(e, f) if kind == 'linformer' else None, implementation=impl,
-          precision=HIGHEST))
+          precision=HIGHEST, window=_window(kind)))
       for spread_name, spread in SPREADS.items():
         qkv, mask, ef, cot = _data(dtype, spread)
         want_out, want_grads = want_fn(*(x.astype(jnp.float64) for x in qkv), mask,
@@ -202,7 +213,8 @@ def test_bfloat16_error_against_float64(kind, causal, impl):
   (q, k, v), mask, (e, f), _ = _data(jnp.float32, SPREADS['keys x1'])
   bf = lambda x: x.astype(jnp.bfloat16)
   got = lj.attend(kind, bf(q), bf(k), bf(v), key_mask=mask, causal=causal, chunk_size=8,
-                  projections=(e, f) if kind == 'linformer' else None, implementation=impl)
+                  projections=(e, f) if kind == 'linformer' else None, implementation=impl,
+                  window=_window(kind))
   assert got.dtype == jnp.bfloat16
   with jax.enable_x64(True):
     args = tuple(bf(x).astype(jnp.float64) for x in (q, k, v))

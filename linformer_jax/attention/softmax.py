@@ -44,19 +44,10 @@ def _jax_nn(num, q, k, v, allowed):
   d, e = q.shape[-1], v.shape[-1]
   pad = lambda x, to: jnp.pad(x, ((0, 0),) * 3 + ((0, to - x.shape[-1]),)).astype(num.operand)
   width = max(d, e)
-  with jax.default_matmul_precision(_precision_name(num.precision)):
+  with jax.default_matmul_precision(common.precision_name(num.precision)):
     out = jax.nn.dot_product_attention(pad(q, width), pad(k, width), pad(v, width), mask=allowed,
                                        scale=1 / math.sqrt(d))
   return out[..., :e].astype(num.acc)
-
-
-def _precision_name(precision):
-  if precision is None:
-    return None
-  if isinstance(precision, lax.Precision):
-    return {lax.Precision.DEFAULT: 'bfloat16', lax.Precision.HIGH: 'tensorfloat32',
-            lax.Precision.HIGHEST: 'float32'}[precision]
-  return precision
 
 
 @functools.partial(jax.jit, static_argnames=('causal', 'implementation', 'precision'))
