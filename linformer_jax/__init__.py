@@ -7,7 +7,7 @@ needs the `[train]` extra.
 from linformer_jax.attention import (CAUSAL_KINDS, DECODE_KINDS, KINDS, TABLE, Kind, attend,
                                      causal_state, decode_init, decode_step, elu_linear_attention,
                                      flax_attention_fn, linear_attention, linformer_attention,
-                                     softmax_attention)
+                                     softmax_attention, window_attention)
 from linformer_jax.layers import Encoder, EncoderBlock, LocalMixing, MultiHeadAttention
 from linformer_jax.model_config import ModelConfig, tiny
 from linformer_jax.models import Classifier, Embedder, LanguageModel, MLMModel, context_limit

@@ -42,7 +42,8 @@ class MultiHeadAttention(nn.Module):
 
     Causal only: `prefill` also returns the decoding state after x; with `cache`
     (that state) x is the one token at absolute position `offset` and the new
-    state is returned too. O(d·d_v) per decoded token (softmax: O(max_len·d)).
+    state is returned too. O(d·d_v) per decoded token (softmax: O(max_len·d),
+    window: O(window·d)).
     """
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
@@ -63,11 +64,12 @@ class MultiHeadAttention(nn.Module):
         return out_proj(out[:, None].astype(dtype)), cache
       max_len = cfg.max_len if cfg.kind.bounded_context else None
       cache = kernels.causal_state(cfg.attention, k, v, key_mask=key_mask, max_len=max_len,
-                                   precision=precision)
+                                   precision=precision, window=cfg.kernel_window)
     projections = self._linformer_projections(shared_proj) if cfg.kind.needs_projections else None
     out = out_proj(kernels.attend(cfg.attention, q, k, v, key_mask=key_mask, causal=cfg.causal,
                                   chunk_size=cfg.chunk_size, projections=projections,
-                                  implementation=cfg.kernel_implementation, precision=precision))
+                                  implementation=cfg.kernel_implementation, precision=precision,
+                                  window=cfg.kernel_window))
     return (out, cache) if prefill else out
 
   def _linformer_projections(self, shared_proj):

@@ -47,6 +47,7 @@ class ModelConfig:
   grid_width: int = 0             # tokens per row when the input is an image grid; 0 otherwise
   causal: bool = False            # causal attention (not for 'linformer')
   chunk_size: int = 64            # chunk length of the causal linear kernels
+  window: int = 64                # 'window' attention: keys within window - 1 positions of the query
   implementation: str = 'auto'    # the kernel's implementation ('auto': the best for the backend)
   linformer_k: int = 64           # Linformer projected length k
   linformer_sharing: str = 'headwise'  # one of LINFORMER_SHARING
@@ -91,7 +92,8 @@ class ModelConfig:
     check(self.conv_dims == 1 or self.grid_width > 0,
           'conv_dims=2 needs image inputs (grid_width > 0, set by the data); got grid_width=0')
     check(not (self.conv_dims == 2 and self.causal), 'conv_dims=2 has no causal form')
-    for name in ('max_len', 'num_layers', 'num_heads', 'emb_dim', 'mlp_dim', 'chunk_size', 'linformer_k'):
+    for name in ('max_len', 'num_layers', 'num_heads', 'emb_dim', 'mlp_dim', 'chunk_size', 'linformer_k',
+                 'window'):
       check(getattr(self, name) > 0, f'{name} must be positive, got {getattr(self, name)}')
     check(0.0 <= self.dropout_rate < 1.0, f'dropout_rate must be in [0, 1), got {self.dropout_rate}')
     check(not (self.causal and self.kind and self.kind.causal is None),
@@ -110,6 +112,11 @@ class ModelConfig:
   def kernel_implementation(self):
     """`implementation=` for the kernels: None for 'auto'."""
     return None if self.implementation == 'auto' else self.implementation
+
+  @property
+  def kernel_window(self):
+    """`window=` for the kernels: `window` for a windowed kind, None (not taken) otherwise."""
+    return self.window if self.kind is not None and self.kind.windowed else None
 
   @property
   def matmul_precision(self):

@@ -76,7 +76,7 @@ class MultiHeadAttention(nnx.Module):
   def __call__(self, x, key_mask=None, shared_proj=None):
     """x: [batch, n, emb_dim], key_mask: [batch, n] bool (True: real token) -> [batch, n, emb_dim].
 
-    Cost as the kernel: O(n·d²) linear, O(n·k·d) Linformer, O(n²·d) softmax.
+    Cost as the kernel: O(n·d²) linear, O(n·k·d) Linformer, O(n²·d) softmax, O(n·w·d) window.
     """
     cfg = self.config
     _check_width(x, cfg)
@@ -88,7 +88,7 @@ class MultiHeadAttention(nnx.Module):
                                    chunk_size=cfg.chunk_size,
                                    projections=self._projections(shared_proj),
                                    implementation=cfg.kernel_implementation,
-                                   precision=cfg.matmul_precision))
+                                   precision=cfg.matmul_precision, window=cfg.kernel_window))
 
   def _projections(self, shared_proj):
     cfg = self.config

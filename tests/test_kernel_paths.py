@@ -7,8 +7,6 @@ Tolerances are max-norm relative errors, max|got - want| / max|want|: float64
 is set explicitly (HIGHEST), so the same tolerances hold on a GPU, where the
 default float32 matmul is TF32.
 """
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,6 +20,7 @@ HIGHEST = lax.Precision.HIGHEST
 B, N, H, D, DV = 2, 37, 2, 4, 3  # N = 37 is a multiple of no chunk size below but 1
 SPREADS = {'keys x1': (1.0, 0.0), 'keys x30': (30.0, 0.0), 'a +50 outlier': (1.0, 50.0)}
 TOL = {'float64': (1e-10, 1e-10), 'float32': (1e-5, 1e-4)}
+WINDOW = 8  # the windowed kinds' window: N = 37 is no multiple of it, and it is shorter than N
 
 
 def _paths():
@@ -41,7 +40,14 @@ def _naive(kind, causal):
   ref = lj.TABLE[kind].naive
   if lj.TABLE[kind].needs_projections:
     return lambda q, k, v, mask, e, f: ref(q, k, v, mask, causal, (e, f))
+  if lj.TABLE[kind].windowed:
+    return lambda q, k, v, mask, e, f: ref(q, k, v, mask, causal, WINDOW)
   return lambda q, k, v, mask, e, f: ref(q, k, v, mask, causal)
+def _window(kind):
+  """attend's window= for `kind`: WINDOW for the windowed kinds, None (not taken) otherwise."""
+  return WINDOW if lj.TABLE[kind].windowed else None
+
+
 
 
 def _data(dtype, spread, seed=0):
@@ -86,7 +92,7 @@ def test_every_path_matches_float64_reference(kind, causal, impl, dtype):
       got_fn = _out_and_grads(lambda q, k, v, mask, e, f: lj.attend(
           kind, q, k, v, key_mask=mask, causal=causal, chunk_size=chunk_size,
           projections=(e, f) if lj.TABLE[kind].needs_projections else None, implementation=impl,
-          precision=HIGHEST))
+          precision=HIGHEST, window=_window(kind)))
       for spread_name, spread in SPREADS.items():
         qkv, mask, ef, cot = _data(dtype, spread)
         want_out, want_grads = want_fn(*(x.astype(jnp.float64) for x in qkv), mask,
@@ -111,7 +117,9 @@ def test_spreads_reach_the_exact_path():
     chunks = (common.to_chunks(jax.nn.softmax(q, axis=-1), 8),
               common.to_chunks(jnp.where(w > 0, k, common.NEG), 8, constant_values=common.NEG),
               common.to_chunks(w * jnp.ones_like(k[..., :1]), 8), common.to_chunks(v, 8))
-    out, den = linear._chunked(common.numerics(q, precision=HIGHEST), *chunks)
+    empty = linear.decode_init(B, H, D, DV, dtype=jnp.float32)
+    out, den = linear._chunked(common.numerics(q, precision=HIGHEST), *chunks,
+                               (empty['m'], empty['z'], empty['s']))
     assert jnp.min(jnp.where(chunks[2] > 0, den, 1.0)) < common.TINY, spread_name
     exact = lj.linear_attention(q, k, v, key_mask=mask, causal=True, chunk_size=8,
                                 implementation='scan', precision=HIGHEST)
@@ -162,7 +170,8 @@ def test_bfloat16_error_against_float64(kind, causal, impl):
   (q, k, v), mask, (e, f), _ = _data(jnp.float32, SPREADS['keys x1'])
   bf = lambda x: x.astype(jnp.bfloat16)
   got = lj.attend(kind, bf(q), bf(k), bf(v), key_mask=mask, causal=causal, chunk_size=8,
-                  projections=(e, f) if lj.TABLE[kind].needs_projections else None, implementation=impl)
+                  projections=(e, f) if lj.TABLE[kind].needs_projections else None, implementation=impl,
+                  window=_window(kind))
   assert got.dtype == jnp.bfloat16
   with jax.enable_x64(True):
     f64 = lambda x: bf(x).astype(jnp.float64)
@@ -196,7 +205,7 @@ def test_pallas_refuses_float64():
 
 
 @pytest.mark.parametrize('kind,impl', [(k, i) for k, c, i in _paths()
-                                       if c and lj.TABLE[k].decodes and k != 'softmax'])
+                                       if c and lj.TABLE[k].takes_initial_state])
 def test_initial_state_continues_a_sequence_exactly(kind, impl):
   """The second half from the first half's state (causal_state) equals the whole
   sequence's second half, values and gradients through the state included."""
@@ -221,3 +230,13 @@ def test_initial_state_continues_a_sequence_exactly(kind, impl):
     for name, g, w in zip('qkv', got_grads, want_grads):
       assert np.isfinite(np.asarray(g)).all()
       assert _rel(g, w) <= 1e-4, f'd{name}, {spread}: {_rel(g, w):.2e}'
+
+
+def test_initial_state_refused_where_a_kind_cannot_start_from_one():
+  (q, k, v), _, _, _ = _data(jnp.float32, SPREADS['keys x1'])
+  state = lj.causal_state('linear', k, v)
+  with pytest.raises(ValueError, match=r"initial_state is for causal attention of the kinds "
+                                       r"\('linear', 'elu_linear'\); got 'softmax' with causal=True"):
+    lj.attend('softmax', q, k, v, causal=True, initial_state=state)
+  with pytest.raises(ValueError, match="got 'linear' with causal=False"):
+    lj.attend('linear', q, k, v, initial_state=state)

@@ -60,6 +60,7 @@ def test_tiny_parameter_counts_pinned():
   counts = {f'{a}/{s}': _num_params(lj.MLMModel(lj.tiny(attention=a, linformer_sharing=s)).init(
       jax.random.key(0), _tokens())) for a, s in CASES}
   assert counts == {'softmax/headwise': 10228, 'linear/headwise': 10228, 'elu_linear/headwise': 10228,
+                    'window/headwise': 10228,
                     'none/headwise': 7988, 'linformer/none': 14324, 'linformer/headwise': 12276,
                     'linformer/key-value': 11252, 'linformer/layerwise': 10740}
 

@@ -27,10 +27,12 @@ from linformer_jax.attention import linear as _linear
 from linformer_jax.attention import linformer as _linformer
 from linformer_jax.attention import naive
 from linformer_jax.attention import softmax as _softmax
+from linformer_jax.attention import window as _window
 from linformer_jax.attention.elu_linear import elu_linear_attention
 from linformer_jax.attention.linear import linear_attention
 from linformer_jax.attention.linformer import linformer_attention
 from linformer_jax.attention.softmax import softmax_attention
+from linformer_jax.attention.window import window_attention
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +49,8 @@ class Kind:
   besides None (the best for the backend); `causal_implementations` likewise
   for the causal form. naive(q, k, v, mask, causal[, projections]) is the
   explicit reference.
+  for the causal form. A `windowed` kind's parallel, causal, decode_init and
+  prefill also take `window=` (its decode_step reads it from the state's shape).
   """
   name: str
   parallel: Callable
@@ -57,6 +61,8 @@ class Kind:
   needs_projections: bool = False  # Linformer's E, F: parameters the layer must create
   bounded_context: bool = False    # inputs (linformer) or decoding state (a KV cache) end at max_len
   supports_rotary: bool = False    # rotary positions keep their meaning through this kernel
+  windowed: bool = False           # takes window= (the sliding window's size)
+  takes_initial_state: bool = False  # its causal form can start from a decoding state
   implementations: tuple = ()
   causal_implementations: tuple = ()
   naive: Callable | None = None    # the explicit O(n²) reference (naive.py), for tests and benchmarks
@@ -76,11 +82,16 @@ def _causal_of(fn):
 
 def _softmax_causal(q, k, v, *, key_mask=None, chunk_size=None, implementation=None, precision=None,
                     initial_state=None):
-  del chunk_size
-  if initial_state is not None:
-    raise ValueError('softmax attention takes no initial_state (its state is the whole KV cache)')
+  del chunk_size, initial_state  # attend refuses one: the record says takes_initial_state=False
   return softmax_attention(q, k, v, key_mask=key_mask, causal=True, implementation=implementation,
                            precision=precision)
+
+
+def _window_causal(q, k, v, *, key_mask=None, chunk_size=None, implementation=None, precision=None,
+                   window=_window.DEFAULT_WINDOW, initial_state=None):
+  del chunk_size, initial_state  # attend refuses one: the record says takes_initial_state=False
+  return window_attention(q, k, v, key_mask=key_mask, causal=True, window=window,
+                          implementation=implementation, precision=precision)
 
 
 def _linformer_parallel(q, k, v, *, key_mask=None, implementation=None, precision=None,
@@ -101,10 +112,16 @@ TABLE = {kind.name: kind for kind in (
     Kind('linformer', _linformer_parallel, needs_projections=True, bounded_context=True,
          naive=naive.linformer),
     Kind('linear', functools.partial(linear_attention, causal=False), _causal_of(linear_attention),
-         causal_implementations=_linear.IMPLEMENTATIONS, naive=naive.linear, **_decoders(_linear)),
+         causal_implementations=_linear.IMPLEMENTATIONS, naive=naive.linear, takes_initial_state=True,
+         **_decoders(_linear)),
     Kind('elu_linear', functools.partial(elu_linear_attention, causal=False),
          _causal_of(elu_linear_attention), causal_implementations=_elu.IMPLEMENTATIONS,
-         naive=naive.elu_linear, **_decoders(_elu)),
+         naive=naive.elu_linear, takes_initial_state=True, **_decoders(_elu)),
+    # bounded_context=False: the decoding state is `window` slots, whatever the length.
+    Kind('window', functools.partial(window_attention, causal=False), _window_causal,
+         supports_rotary=True, windowed=True, implementations=_window.IMPLEMENTATIONS,
+         causal_implementations=_window.IMPLEMENTATIONS, naive=naive.window,
+         **_decoders(_window)),
 )}
 
 # The kernel kinds, by the name `attend` and the modules use.
@@ -133,24 +150,36 @@ def check(name, *, causal=False, decoding=False):
   return kind
 
 
+def _window_kwargs(kind, record, window):
+  """{'window': window} for a windowed kind (None: its default), {} otherwise."""
+  if window is None:
+    return {}
+  if not record.windowed:
+    windowed = tuple(name for name, k in TABLE.items() if k.windowed)
+    raise ValueError(f'window={window!r} is for the windowed kinds {windowed}, not {kind!r}')
+  return {'window': window}
+
+
 def attend(kind, query, key, value, *, key_mask=None, causal=False, chunk_size=64, projections=None,
-           implementation=None, precision=None, initial_state=None):
+           implementation=None, precision=None, initial_state=None, window=None):
   """The kernel named `kind` (one of KINDS) on [batch, n, heads, d] inputs.
 
   `projections` = (e_proj, f_proj) for kinds that need them ('linformer'; see
   `linformer_attention`); `chunk_size` applies to the chunked causal kernels;
   `implementation` (None: the best for the backend) must be one the kind's
   record lists. `initial_state` (causal linear kinds): the decoding state of
-  the positions before these (`causal_state`). Raises ValueError for an
-  unknown kind, a causal call of a kind
-  without a causal form, or missing or misplaced projections.
+  the positions before these (`causal_state`); `window` is the sliding window
+  of windowed kinds ('window'; None: the kernel's default, 64). Raises
+  ValueError for an unknown kind, a causal call of a kind without a causal
+  form, missing or misplaced projections, or a window for a kind without one.
   """
   record = check(kind, causal=causal)
   valid = record.causal_implementations if causal else record.implementations
   if implementation is not None and implementation not in valid:
     raise ValueError(f'{kind!r} attention{" (causal)" if causal else ""} has no implementation '
                      f'{implementation!r}; valid: None (the best for the backend) or one of {valid}')
-  kwargs = dict(key_mask=key_mask, implementation=implementation, precision=precision)
+  kwargs = dict(key_mask=key_mask, implementation=implementation, precision=precision,
+                **_window_kwargs(kind, record, window))
   if record.needs_projections:
     if projections is None or len(projections) != 2:
       raise ValueError(f'{kind!r} attention needs projections=(e_proj, f_proj), each [k, max_len] '
@@ -158,17 +187,20 @@ def attend(kind, query, key, value, *, key_mask=None, causal=False, chunk_size=6
     kwargs['projections'] = projections
   elif projections is not None:
     raise ValueError(f'projections are for linformer attention only, not {kind!r}')
+  if initial_state is not None and not (causal and record.takes_initial_state):
+    takers = tuple(name for name, k in TABLE.items() if k.takes_initial_state)
+    raise ValueError(f'initial_state is for causal attention of the kinds {takers}; got '
+                     f'{kind!r} with causal={causal}')
   if causal:
     return record.causal(query, key, value, chunk_size=chunk_size, initial_state=initial_state,
                          **kwargs)
-  if initial_state is not None:
-    raise ValueError('initial_state is for causal attention only')
   return record.parallel(query, key, value, **kwargs)
 
 
 # --- Recurrent decoding: one token at a time, equal to the causal kernels ---
 
-def decode_init(kind, batch, heads, head_dim, value_dim, *, max_len=None, dtype=jnp.float32):
+def decode_init(kind, batch, heads, head_dim, value_dim, *, max_len=None, dtype=jnp.float32,
+                window=None):
   """The empty decoding state of `kind` (one of DECODE_KINDS), a dict of arrays.
 
   'linear': running per-feature max m [batch, heads, head_dim], z = sum exp(k - m)
@@ -176,9 +208,12 @@ def decode_init(kind, batch, heads, head_dim, value_dim, *, max_len=None, dtype=
   O(d·d_v) memory whatever the length. 'elu_linear': z = sum phi(k), S = sum
   phi(k) vᵀ. 'softmax': a KV cache of `max_len` slots (required), the real-key
   mask of each slot and the number of tokens so far: O(max_len·d) memory.
+  'window': a ring of the last `window` keys and values (None: 64), their mask
+  and the number of tokens so far: O(window·d) memory, max_len unused.
   """
-  return check(kind, decoding=True).decode_init(batch, heads, head_dim, value_dim, max_len=max_len,
-                                                dtype=dtype)
+  record = check(kind, decoding=True)
+  return record.decode_init(batch, heads, head_dim, value_dim, max_len=max_len, dtype=dtype,
+                            **_window_kwargs(kind, record, window))
 
 
 @functools.partial(jax.jit, static_argnames=('kind', 'precision'))
@@ -190,7 +225,8 @@ def decode_step(kind, state, query, key, value, *, key_mask=None, precision=None
   key and value add nothing). Feeding positions 0..n-1 in order gives the
   causal kernel's outputs (`attend(kind, ..., causal=True)`). Computes in the
   state's dtype, returns the query's. Cost per token: O(d·d_v) for the linear
-  kinds, O(max_len·d) for 'softmax' (past max_len tokens its outputs are NaN).
+  kinds, O(max_len·d) for 'softmax' (past max_len tokens its outputs are NaN),
+  O(window·d) for 'window' (its window is the state's).
   """
   record = check(kind, decoding=True)
   b, h, d = query.shape
@@ -207,17 +243,19 @@ def decode_step(kind, state, query, key, value, *, key_mask=None, precision=None
   return out.astype(query.dtype), state
 
 
-@functools.partial(jax.jit, static_argnames=('kind', 'max_len', 'precision'))
-def causal_state(kind, key, value, *, key_mask=None, max_len=None, precision=None):
+@functools.partial(jax.jit, static_argnames=('kind', 'max_len', 'precision', 'window'))
+def causal_state(kind, key, value, *, key_mask=None, max_len=None, precision=None, window=None):
   """The decoding state after positions 0..n-1, computed in parallel (prefill).
 
   key [batch, n, heads, head_dim], value [batch, n, heads, value_dim] ->
   the state n `decode_step` calls from `decode_init` would give (to rounding),
   in float32 (float64 inputs: float64). Run `attend(kind, ..., causal=True)` on the
   prompt for its outputs, then `decode_step` from this state. 'softmax' needs
-  max_len >= n (default n). Cost O(n·d·d_v) (softmax: O(max_len·d) copy).
+  max_len >= n (default n); 'window' takes `window` (None: 64), the same as
+  its causal kernel's. Cost O(n·d·d_v) (softmax: O(max_len·d) copy).
   """
   record = check(kind, decoding=True)
+  windowed = _window_kwargs(kind, record, window)
   if key.ndim != 4 or value.ndim != 4 or value.shape[:3] != key.shape[:3]:
     raise ValueError(f'causal_state: key and value must be [batch, n, heads, dim] with equal batch, '
                      f'n and heads; got {key.shape}, {value.shape}')
@@ -227,12 +265,13 @@ def causal_state(kind, key, value, *, key_mask=None, max_len=None, precision=Non
   dtype = jnp.promote_types(jnp.result_type(key, value), jnp.float32)
   k, v = key.astype(dtype), value.astype(dtype)
   if n == 0 and not record.bounded_context:
-    return record.decode_init(b, h, d, v.shape[-1], dtype=dtype)
-  return record.prefill(k, v, common.mask_as(key_mask, k), max_len=max_len, precision=precision)
+    return record.decode_init(b, h, d, v.shape[-1], dtype=dtype, **windowed)
+  return record.prefill(k, v, common.mask_as(key_mask, k), max_len=max_len, precision=precision,
+                        **windowed)
 
 
 def flax_attention_fn(kind, *, causal=False, e_proj=None, f_proj=None, chunk_size=64,
-                      implementation=None, precision=None):
+                      implementation=None, precision=None, window=None):
   """An `attention_fn=` for `flax.linen.MultiHeadDotProductAttention`.
 
   kind: one of KINDS. Linformer needs its projections; Flax's module has no
@@ -266,6 +305,7 @@ def flax_attention_fn(kind, *, causal=False, e_proj=None, f_proj=None, chunk_siz
                          'weights; for causal attention use flax_attention_fn(kind, causal=True)')
       key_mask = jnp.broadcast_to(mask[:, 0, 0, :], key.shape[:2]).astype(bool)
     return attend(kind, query, key, value, key_mask=key_mask, causal=causal, chunk_size=chunk_size,
-                  projections=projections, implementation=implementation, precision=precision)
+                  projections=projections, implementation=implementation, precision=precision,
+                  window=window)
 
   return attention_fn

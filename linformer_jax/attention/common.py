@@ -149,6 +149,16 @@ def scan_chunks(body, init, *chunks):
   return jnp.moveaxis(out, 0, 2)
 
 
+def precision_name(precision):
+  """`precision` as `jax.default_matmul_precision` takes it (for kernels that call jax.nn)."""
+  if precision is None:
+    return None
+  if isinstance(precision, lax.Precision):
+    return {lax.Precision.DEFAULT: 'bfloat16', lax.Precision.HIGH: 'tensorfloat32',
+            lax.Precision.HIGHEST: 'float32'}[precision]
+  return precision
+
+
 def by_platform(implementation, operands, implementations, cpu, default):
   """Runs implementations[implementation](*operands); None picks `cpu` on CPU
   and `default` elsewhere at lowering time (only that branch is compiled)."""

@@ -45,10 +45,21 @@ def elu_linear(q, k, v, mask=None, causal=False):
   return jnp.einsum('bhij,bjhe->bihe', s / jnp.where(den > 0, den, 1.0), v)
 
 
-def softmax(q, k, v, mask=None, causal=False):
+def softmax(q, k, v, mask=None, causal=False, window=None):
+  """Exact softmax attention; with `window`, over keys j with i - window < j <= i
+  (causal) or |i - j| < window (bidirectional) only."""
   s = jnp.einsum('bihd,bjhd->bhij', q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
-  weights = masked_softmax(s, allowed(mask, causal, q.shape[1], k.shape[1])[:, None], 3)
+  ok = allowed(mask, causal, q.shape[1], k.shape[1])
+  if window is not None:
+    offset = jnp.arange(q.shape[1])[:, None] - jnp.arange(k.shape[1])[None]
+    ok = ok & (offset < window if causal else jnp.abs(offset) < window)[None]
+  weights = masked_softmax(s, ok[:, None], 3)
   return jnp.einsum('bhij,bjhe->bihe', weights, v)
+
+
+def window(q, k, v, mask=None, causal=False, window=64):  # pylint: disable=redefined-outer-name
+  """Sliding-window softmax attention (see `softmax`)."""
+  return softmax(q, k, v, mask, causal, window)
 
 
 def linformer(q, k, v, mask=None, causal=False, projections=None):

@@ -49,7 +49,7 @@ def _jax_nn(num, q, k, v, key_mask, causal):
   args = (pad(q, max(d, e)), pad(k, max(d, e)), pad(v, max(d, e)))
   kwargs = dict(mask=None if key_mask is None else key_mask[:, None, None, :], is_causal=causal,
                 scale=1 / math.sqrt(d))
-  with jax.default_matmul_precision(_precision_name(num.precision)):
+  with jax.default_matmul_precision(common.precision_name(num.precision)):
     out = None
     if jax.default_backend() == 'gpu' and num.operand in (jnp.bfloat16, jnp.float16):
       try:
@@ -59,15 +59,6 @@ def _jax_nn(num, q, k, v, key_mask, causal):
     if out is None:
       out = jax.nn.dot_product_attention(*args, implementation='xla', **kwargs)
   return out[..., :e].astype(num.acc)
-
-
-def _precision_name(precision):
-  if precision is None:
-    return None
-  if isinstance(precision, lax.Precision):
-    return {lax.Precision.DEFAULT: 'bfloat16', lax.Precision.HIGH: 'tensorfloat32',
-            lax.Precision.HIGHEST: 'float32'}[precision]
-  return precision
 
 
 @functools.partial(jax.jit, static_argnames=('causal', 'implementation', 'precision'))
