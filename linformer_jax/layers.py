@@ -11,7 +11,6 @@ import math
 
 import jax.numpy as jnp
 from flax import linen as nn
-from jax import lax
 
 from linformer_jax import attention as kernels
 from linformer_jax import conv as conv_lib

@@ -11,6 +11,7 @@ TPU in bf16 passes; `'highest'` gives true float32 there.
 import math
 from typing import NamedTuple
 
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -166,3 +167,29 @@ def by_platform(implementation, operands, implementations, cpu, default):
     return implementations[implementation](*operands)
   return lax.platform_dependent(*operands, cpu=implementations[cpu],
                                 default=implementations[default])
+
+
+def jax_nn_attention(num, q, k, v, key_mask=None, causal=False, local_window_size=None):
+  """jax.nn.dot_product_attention on [b, n, h, *] inputs, returned in num.acc.
+
+  cuDNN's fused flash attention (implementation='cudnn') on a GPU for bf16/fp16
+  inputs; its XLA form (n×n scores and masks) elsewhere, or where cuDNN refuses
+  the call (a shape, mask or window it does not support). jax.nn's own default
+  is the XLA form on every backend. q, k and v must share a head dim there:
+  zero features added to q and k change no score, those added to v are cut off.
+  """
+  d, e = q.shape[-1], v.shape[-1]
+  pad = lambda x: jnp.pad(x, ((0, 0),) * 3 + ((0, max(d, e) - x.shape[-1]),)).astype(num.operand)
+  args = (pad(q), pad(k), pad(v))
+  kwargs = dict(mask=None if key_mask is None else key_mask[:, None, None, :], is_causal=causal,
+                scale=1 / math.sqrt(d), local_window_size=local_window_size)
+  with jax.default_matmul_precision(precision_name(num.precision)):
+    out = None
+    if jax.default_backend() == 'gpu' and num.operand in (jnp.bfloat16, jnp.float16):
+      try:
+        out = jax.nn.dot_product_attention(*args, implementation='cudnn', **kwargs)
+      except (ValueError, NotImplementedError, RuntimeError):
+        out = None
+    if out is None:
+      out = jax.nn.dot_product_attention(*args, implementation='xla', **kwargs)
+  return out[..., :e].astype(num.acc)

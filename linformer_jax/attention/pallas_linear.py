@@ -58,7 +58,6 @@ Triton's default for float32 dots, which is TF32; pass
 reverse sums of the backward) never use TF32.
 """
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -73,7 +72,7 @@ except (ImportError, AttributeError):  # pragma: no cover - older layouts.
 
 # A denominator below exp(-MAX_SHIFT) sets the underflow flag; dividing, den is
 # clamped to at least TINY so that everything stays finite.
-from linformer_jax.attention.common import NEG as _NEG, MAX_SHIFT as _MAX_SHIFT, TINY as _TINY  # pylint: disable=g-import-not-at-top,wrong-import-position
+from linformer_jax.attention.common import NEG as _NEG, TINY as _TINY  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # Launch parameters keyed by (padded d, padded e). NOT MEASURED: no GPU was
 # available when this kernel was written. These are guesses from the flash

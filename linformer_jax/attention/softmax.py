@@ -38,29 +38,6 @@ def _xla(num, q, k, v, allowed):
   return num.einsum('bhqk,bkhd->bqhd', weights, v)
 
 
-def _jax_nn(num, q, k, v, key_mask, causal):
-  """jax.nn.dot_product_attention: cuDNN's flash attention on a GPU for bf16/fp16
-  inputs (jax.nn's own default is XLA's n×n form), its XLA form elsewhere or
-  where cuDNN refuses the call (a shape or layout it does not support)."""
-  # jax.nn.dot_product_attention needs one head dim for q, k and v: zero
-  # features added to q and k change no score, those added to v are cut off.
-  d, e = q.shape[-1], v.shape[-1]
-  pad = lambda x, to: jnp.pad(x, ((0, 0),) * 3 + ((0, to - x.shape[-1]),)).astype(num.operand)
-  args = (pad(q, max(d, e)), pad(k, max(d, e)), pad(v, max(d, e)))
-  kwargs = dict(mask=None if key_mask is None else key_mask[:, None, None, :], is_causal=causal,
-                scale=1 / math.sqrt(d))
-  with jax.default_matmul_precision(common.precision_name(num.precision)):
-    out = None
-    if jax.default_backend() == 'gpu' and num.operand in (jnp.bfloat16, jnp.float16):
-      try:
-        out = jax.nn.dot_product_attention(*args, implementation='cudnn', **kwargs)
-      except (ValueError, NotImplementedError, RuntimeError):
-        out = None
-    if out is None:
-      out = jax.nn.dot_product_attention(*args, implementation='xla', **kwargs)
-  return out[..., :e].astype(num.acc)
-
-
 @functools.partial(jax.jit, static_argnames=('causal', 'implementation', 'precision'))
 def softmax_attention(query, key, value, *, key_mask=None, causal=False, implementation=None,
                       precision=None):
@@ -83,7 +60,7 @@ def softmax_attention(query, key, value, *, key_mask=None, causal=False, impleme
     # jax.nn.dot_product_attention computes its scores in float32 whatever the inputs.
     implementation = 'xla'
   impls = {'xla': functools.partial(_xla, num, allowed=allowed),
-           'jax': functools.partial(_jax_nn, num, key_mask=key_mask, causal=causal)}
+           'jax': functools.partial(common.jax_nn_attention, num, key_mask=key_mask, causal=causal)}
   out = common.by_platform(implementation, (query, key, value), impls, cpu='xla', default='jax')
   if allowed is not None:
     # A row with every key masked would otherwise be a uniform average.

@@ -68,18 +68,10 @@ def _blocked(num, q, k, v, real, *, window, causal):
 
 
 def _jax_nn(num, q, k, v, real, *, window, causal):
-  # As softmax._jax_nn: one head dim for q, k and v (zero features change no score).
-  d, e = q.shape[-1], v.shape[-1]
-  width = max(d, e)
-  pad = lambda x: jnp.pad(x, ((0, 0),) * 3 + ((0, width - x.shape[-1]),)).astype(num.operand)
-  mask = (real[:, :, 0, 0] > 0)[:, None, None, :]
   # jax.nn allows key j for query i when i - left <= j <= i + right.
   left = window - 1
-  with jax.default_matmul_precision(common.precision_name(num.precision)):
-    out = jax.nn.dot_product_attention(pad(q), pad(k), pad(v), mask=mask, scale=1 / math.sqrt(d),
-                                       is_causal=causal,
-                                       local_window_size=(left, 0 if causal else left))
-  return out[..., :e].astype(num.acc)
+  return common.jax_nn_attention(num, q, k, v, real[:, :, 0, 0] > 0, causal,
+                                 local_window_size=(left, 0 if causal else left))
 
 
 def _has_key(real, window, causal):
