@@ -709,7 +709,6 @@ def _kernel_tables(rows):
 
 
 def _train_table(rows):
-  r0 = rows[0]
   lines = ['## Training: tokens/s and MFU', '',
            'MFU = (6·N·T + attention FLOPs) / (step time · the measured bf16 matmul rate), N '
            'parameters, T tokens per step; attention FLOPs = 3 · layers · the forward formula of '
@@ -728,7 +727,6 @@ def _train_table(rows):
       table.append([name, r['n'], r['batch'], _status(r), '', '', '', '', ''])
   lines += [_table(['model', 'n', 'batch', 'tokens/s', 'MFU', 'step ms', 'params',
                     'cuDNN in HLO', 'compile s'], table), '']
-  del r0
   return lines
 
 
