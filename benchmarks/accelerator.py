@@ -111,34 +111,18 @@ class Sizes:
 # ----------------------------------------------------------------------------- FLOPs and roofline
 
 
-FLOP_FORMULAS = {
-    ('softmax', False): '4·b·h·n²·d  (Q·Kᵀ and P·V)',
-    ('softmax', True): '2·b·h·n²·d  (the causal half; the explicit form computes all n²)',
-    ('linformer', False): '8·b·h·n·k·d  (E·K and F·V, then Q against k rows and P·V)',
-    ('linear', False): '4·b·h·n·d²  (Kᵀ·V, then Q·(KᵀV))',
-    ('linear', True): '4·b·h·n·(d² + C·d)  (per chunk: Q·Kᵀ and P·V in C×C, K·V and Q·S in d×d)',
-    ('elu_linear', False): '4·b·h·n·d·(d+1)  (V carries a ones column for the denominator)',
-    ('elu_linear', True): '2·b·h·n·(C·d + C·(d+1) + 2·d·(d+1))',
-}
+# The formula of each (kind, causal), from the kernel table.
+FLOP_FORMULAS = {(name, causal): formula for name, kind in lj.TABLE.items()
+                 for causal, formula in kind.flop_formula.items()}
 FLOP_NOTE = ('Matmul FLOPs only (2 per multiply-add), b batch, n length, h heads, d head dim, '
              f'C = {CHUNK} causal chunk, k = {LINFORMER_K} Linformer rows; forward+backward = 3× '
              'forward (two gradient matmuls per matmul; recomputation not counted).')
 
 
 def forward_flops(kind, causal, b, n, h, d, chunk=CHUNK, k=LINFORMER_K):
-  """Matmul FLOPs of one forward call of `kind` (DPA counts as 'softmax')."""
+  """Matmul FLOPs of one forward call of `kind` (DPA counts as 'softmax'), from the kernel table."""
   kind = 'softmax' if kind == DPA else kind
-  if kind == 'softmax':
-    return (2 if causal else 4) * b * h * n * n * d
-  if kind == 'linformer':
-    return 8 * b * h * n * k * d
-  if kind == 'linear':
-    return 4 * b * h * n * (d * d + (chunk * d if causal else 0))
-  if kind == 'elu_linear':
-    if causal:
-      return 2 * b * h * n * (chunk * d + chunk * (d + 1) + 2 * d * (d + 1))
-    return 4 * b * h * n * d * (d + 1)
-  raise ValueError(f'no FLOP formula for {kind!r}')
+  return lj.TABLE[kind].flops(b, n, h, d, causal=causal, chunk=chunk, rows=k)
 
 
 def kernel_flops(kind, causal, mode, b, n, h, d):

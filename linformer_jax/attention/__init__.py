@@ -66,6 +66,10 @@ class Kind:
   implementations: tuple = ()
   causal_implementations: tuple = ()
   naive: Callable | None = None    # the explicit O(n²) reference (naive.py), for tests and benchmarks
+  # Matmul FLOPs of one forward call: flops(b, n, h, d, *, causal, chunk, rows, window),
+  # and the formula in words by causal (for benchmark reports).
+  flops: Callable | None = None
+  flop_formula: dict = dataclasses.field(default_factory=dict)
 
   @property
   def decodes(self):
@@ -104,24 +108,30 @@ def _decoders(module):
   return dict(decode_init=module.decode_init, decode_step=module.decode_step, prefill=module.prefill)
 
 
+def _module(module, decodes=True):
+  """The record fields a kind's module provides: FLOPs, and its decoder."""
+  fields = dict(flops=module.flops, flop_formula=module.FLOP_FORMULA)
+  return {**fields, **(_decoders(module) if decodes else {})}
+
+
 TABLE = {kind.name: kind for kind in (
     Kind('softmax', functools.partial(softmax_attention, causal=False), _softmax_causal,
          bounded_context=True, supports_rotary=True, implementations=_softmax.IMPLEMENTATIONS,
          causal_implementations=_softmax.IMPLEMENTATIONS, naive=naive.softmax,
-         **_decoders(_softmax)),
+         **_module(_softmax)),
     Kind('linformer', _linformer_parallel, needs_projections=True, bounded_context=True,
-         naive=naive.linformer),
+         naive=naive.linformer, **_module(_linformer, decodes=False)),
     Kind('linear', functools.partial(linear_attention, causal=False), _causal_of(linear_attention),
          causal_implementations=_linear.IMPLEMENTATIONS, naive=naive.linear, takes_initial_state=True,
-         **_decoders(_linear)),
+         **_module(_linear)),
     Kind('elu_linear', functools.partial(elu_linear_attention, causal=False),
          _causal_of(elu_linear_attention), causal_implementations=_elu.IMPLEMENTATIONS,
-         naive=naive.elu_linear, takes_initial_state=True, **_decoders(_elu)),
+         naive=naive.elu_linear, takes_initial_state=True, **_module(_elu)),
     # bounded_context=False: the decoding state is `window` slots, whatever the length.
     Kind('window', functools.partial(window_attention, causal=False), _window_causal,
          supports_rotary=True, windowed=True, implementations=_window.IMPLEMENTATIONS,
          causal_implementations=_window.IMPLEMENTATIONS, naive=naive.window,
-         **_decoders(_window)),
+         **_module(_window)),
 )}
 
 # The kernel kinds, by the name `attend` and the modules use.

@@ -105,3 +105,14 @@ def prefill(k, v, mask, *, max_len=None, precision=None):
   phi_k = common.heads_first(phi(k) * mask)
   return {'z': jnp.sum(phi_k, axis=2),
           's': jnp.einsum('bhnd,bhne->bhde', phi_k, common.heads_first(v), precision=precision)}
+
+
+# Matmul FLOPs of one forward call (2 per multiply-add), as benchmarks count them.
+FLOP_FORMULA = {False: '4·b·h·n·d·(d+1)  (V carries a ones column for the denominator)',
+                True: '2·b·h·n·(C·d + C·(d+1) + 2·d·(d+1))'}
+
+
+def flops(b, n, h, d, *, causal=False, chunk=64, **_):
+  if causal:
+    return 2 * b * h * n * (chunk * d + chunk * (d + 1) + 2 * d * (d + 1))
+  return 4 * b * h * n * d * (d + 1)

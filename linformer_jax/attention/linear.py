@@ -266,3 +266,12 @@ def prefill(k, v, mask, *, max_len=None, precision=None):
   num = common.numerics(k, v, precision=precision)
   m, z, s = linear_sums(num, jnp.where(mask > 0, k, NEG), mask, v)
   return {'m': m, 'z': z, 's': s}
+
+
+# Matmul FLOPs of one forward call (2 per multiply-add), as benchmarks count them.
+FLOP_FORMULA = {False: '4·b·h·n·d²  (Kᵀ·V, then Q·(KᵀV))',
+                True: '4·b·h·n·(d² + C·d)  (per chunk: Q·Kᵀ and P·V in C×C, K·V and Q·S in d×d)'}
+
+
+def flops(b, n, h, d, *, causal=False, chunk=64, **_):
+  return 4 * b * h * n * (d * d + (chunk * d if causal else 0))

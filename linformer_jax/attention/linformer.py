@@ -55,3 +55,11 @@ def linformer_attention(query, key, value, e_proj, f_proj, *, key_mask=None, pre
   if key_mask is not None:
     out = out * jnp.any(key_mask, axis=1)[:, None, None, None]
   return out.astype(query.dtype)
+
+
+# Matmul FLOPs of one forward call (2 per multiply-add), as benchmarks count them.
+FLOP_FORMULA = {False: '8·b·h·n·k·d  (E·K and F·V, then Q against k rows and P·V)'}
+
+
+def flops(b, n, h, d, *, rows=128, **_):
+  return 8 * b * h * n * rows * d

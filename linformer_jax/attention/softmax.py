@@ -111,3 +111,12 @@ def prefill(k, v, mask, *, max_len=None, precision=None):
   return {'key': state['key'].at[:, :n].set(k), 'value': state['value'].at[:, :n].set(v),
           'mask': state['mask'].at[:, :n].set(mask[:, :, 0, 0] > 0),
           'length': jnp.asarray(n, jnp.int32)}
+
+
+# Matmul FLOPs of one forward call (2 per multiply-add), as benchmarks count them.
+FLOP_FORMULA = {False: '4·b·h·n²·d  (Q·Kᵀ and P·V)',
+                True: '2·b·h·n²·d  (the causal half; the explicit form computes all n²)'}
+
+
+def flops(b, n, h, d, *, causal=False, **_):
+  return (2 if causal else 4) * b * h * n * n * d

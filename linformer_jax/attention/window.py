@@ -165,3 +165,13 @@ def prefill(k, v, mask, *, max_len=None, precision=None, window=DEFAULT_WINDOW):
                                     empty)
   return {'key': keep(k, state['key']), 'value': keep(v, state['value']),
           'mask': keep(mask[:, :, 0, 0] > 0, state['mask']), 'length': jnp.asarray(n, jnp.int32)}
+
+
+# Matmul FLOPs of one forward call (2 per multiply-add) over the keys each query
+# may see (the blocked form computes twice, bidirectional three times, as many).
+FLOP_FORMULA = {False: '4·b·h·n·(2w−1)·d  (Q·Kᵀ and P·V over ±(w−1) keys)',
+                True: '4·b·h·n·w·d  (Q·Kᵀ and P·V over w keys)'}
+
+
+def flops(b, n, h, d, *, causal=False, window=DEFAULT_WINDOW, **_):  # pylint: disable=redefined-outer-name
+  return 4 * b * h * n * (window if causal else 2 * window - 1) * d
