@@ -78,7 +78,8 @@ def _out_and_grads(fn):
   return jax.jit(run)
 
 
-@pytest.mark.parametrize('dtype', ['float32', 'float64'])
+# float64 is in the whole suite (slow): the fast suite runs float32, every path and chunk size.
+@pytest.mark.parametrize('dtype', ['float32', pytest.param('float64', marks=pytest.mark.slow)])
 @pytest.mark.parametrize('kind,causal,impl', _paths())
 def test_every_path_matches_float64_reference(kind, causal, impl, dtype):
   if impl == 'pallas' and dtype == 'float64':

@@ -93,8 +93,11 @@ def _check(inputs, chunk_size, value_tol=1e-5, grad_tol=1e-4, **kwargs):
     assert _rel(grad, ref) <= grad_tol, (name, _rel(grad, ref))
 
 
-@pytest.mark.parametrize('scale,chunk_size,n,seed', [(1.0, 8, 32, 0), (1.0, 16, 40, 1),
-                                                     (10.0, 8, 40, 2)])
+# The kernel's paths through linear_attention are in tests/test_kernel_paths.py's fast
+# suite; here the fast suite keeps one case of each property, the rest are slow.
+@pytest.mark.parametrize('scale,chunk_size,n,seed', [
+    (1.0, 8, 32, 0), pytest.param(1.0, 16, 40, 1, marks=pytest.mark.slow),
+    pytest.param(10.0, 8, 40, 2, marks=pytest.mark.slow)])
 def test_matches_reference(scale, chunk_size, n, seed):
   _check(_inputs(seed, n=n, scale=scale), chunk_size)
 
@@ -109,10 +112,12 @@ def test_padding_and_ragged_length():
   _check(_inputs(3, n=37, pad=_pad_keys), chunk_size=8)
 
 
+@pytest.mark.slow
 def test_feature_dims_are_padded():
   _check(_inputs(4, n=33, d=12, e=20, scale=3.0), chunk_size=16)
 
 
+@pytest.mark.slow
 def test_bfloat16_operands():
   _check(_inputs(5, n=40, dtype=jnp.bfloat16), chunk_size=16, value_tol=2e-2, grad_tol=2e-2)
 
@@ -151,6 +156,7 @@ def test_initial_state_continues_a_sequence():
     assert _rel(y, x) <= 1e-4
 
 
+@pytest.mark.slow
 def test_initial_state_gradient():
   """d out / d (z0, s0) of a nonempty initial state, against the float64 reference."""
   qs, k, w, v, g = _inputs(8, n=24, scale=2.0)
@@ -236,6 +242,7 @@ def test_lowers_to_triton_for_cuda_without_a_gpu(block_e):
     assert f'name = "{name}"' in text
 
 
+@pytest.mark.slow
 def test_value_blocks():
   """Two programs per (batch, head), each with 16 of the 32 value columns (and e = 20 -> 32)."""
   _check(_inputs(10, n=24, e=20, scale=2.0, pad=_pad_keys), chunk_size=8, block_e=16)

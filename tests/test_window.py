@@ -50,7 +50,7 @@ def _rel(got, want):
   return np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-300)
 
 
-@pytest.mark.parametrize('dtype', ['float32', 'float64'])
+@pytest.mark.parametrize('dtype', ['float32', pytest.param('float64', marks=pytest.mark.slow)])
 @pytest.mark.parametrize('implementation', lj.TABLE['window'].implementations)
 @pytest.mark.parametrize('causal', [False, True])
 def test_values_and_gradients_match_masked_reference(causal, implementation, dtype):
@@ -126,7 +126,8 @@ def _steps(state, q, k, v, mask, start=0):
   return jnp.stack(outs, axis=1), state
 
 
-@pytest.mark.parametrize('window', [1, 4, 5, 40])
+@pytest.mark.parametrize('window', [1, 5, pytest.param(4, marks=pytest.mark.slow),
+                                    pytest.param(40, marks=pytest.mark.slow)])
 def test_decode_steps_equal_parallel_causal(window):
   q, k, v, mask, _ = _data(jnp.float32)
   state = lj.decode_init('window', B, H, D, DV, window=window)
@@ -207,7 +208,7 @@ def test_nnx_encoder_matches_linen_with_a_window():
   assert np.abs(np.asarray(wider - want)).max() > 1e-3  # the window reached the kernel
 
 
-@pytest.mark.parametrize('position', ['learned', 'rotary'])
+@pytest.mark.parametrize('position', ['rotary', pytest.param('learned', marks=pytest.mark.slow)])
 def test_language_model_prefill_and_decode_equal_parallel_logits(position):
   cfg = lj.tiny(attention='window', window=4, causal=True, conv_width=3, max_len=32,
                 position=position)
