@@ -7,6 +7,8 @@ Tolerances are max-norm relative errors, max|got - want| / max|want|: float64
 is set explicitly (HIGHEST), so the same tolerances hold on a GPU, where the
 default float32 matmul is TF32.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,6 +72,12 @@ def _rel(got, want):
   return np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-300)
 
 
+@functools.lru_cache(maxsize=None)
+def _reference(kind, causal):
+  """The jitted float64 reference of (kind, causal), one per pair: it compiles once."""
+  return _out_and_grads(_naive(kind, causal))
+
+
 def _out_and_grads(fn):
   """jit of (q, k, v, mask, e, f, cot) -> (out, d<out, cot>/d(q, k, v))."""
   def run(q, k, v, mask, e, f, cot):
@@ -88,7 +96,7 @@ def test_every_path_matches_float64_reference(kind, causal, impl, dtype):
   value_tol, grad_tol = TOL[dtype]
   chunk_sizes = [1, 8, 64] if causal and kind in ('linear', 'elu_linear') else [64]
   with jax.enable_x64(True):
-    want_fn = _out_and_grads(_naive(kind, causal))
+    want_fn = _reference(kind, causal)
     for chunk_size in chunk_sizes:
       got_fn = _out_and_grads(lambda q, k, v, mask, e, f: lj.attend(
           kind, q, k, v, key_mask=mask, causal=causal, chunk_size=chunk_size,
