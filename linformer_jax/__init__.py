@@ -5,7 +5,7 @@ jax and flax; the training stack (linformer_jax.trainer, .tasks, .data, ...)
 needs the `[train]` extra.
 """
 from linformer_jax.attention import (CAUSAL_KINDS, DECODE_KINDS, KINDS, TABLE, Kind, attend,
-                                     causal_state, decode_init, decode_step, elu_linear_attention,
+                                     attend_sharded, causal_state, decode_init, decode_step, elu_linear_attention,
                                      flax_attention_fn, linear_attention, linformer_attention,
                                      softmax_attention, window_attention)
 from linformer_jax.layers import Encoder, EncoderBlock, LocalMixing, MultiHeadAttention

@@ -22,12 +22,14 @@ import jax
 import jax.numpy as jnp
 
 from linformer_jax.attention import common
+from linformer_jax.attention import context_parallel as _cp
 from linformer_jax.attention import elu_linear as _elu
 from linformer_jax.attention import linear as _linear
 from linformer_jax.attention import linformer as _linformer
 from linformer_jax.attention import naive
 from linformer_jax.attention import softmax as _softmax
 from linformer_jax.attention import window as _window
+from linformer_jax.attention.context_parallel import attend_sharded
 from linformer_jax.attention.elu_linear import elu_linear_attention
 from linformer_jax.attention.linear import linear_attention
 from linformer_jax.attention.linformer import linformer_attention
@@ -48,9 +50,10 @@ class Kind:
   recurrent form). `implementations` are the names `implementation=` accepts
   besides None (the best for the backend); `causal_implementations` likewise
   for the causal form. naive(q, k, v, mask, causal[, projections]) is the
-  explicit reference.
-  for the causal form. A `windowed` kind's parallel, causal, decode_init and
+  explicit reference. A `windowed` kind's parallel, causal, decode_init and
   prefill also take `window=` (its decode_step reads it from the state's shape).
+  context_parallel computes the kind on a sequence split over a mesh axis
+  (context_parallel.py; None: the kind has no such form).
   """
   name: str
   parallel: Callable
@@ -66,6 +69,10 @@ class Kind:
   implementations: tuple = ()
   causal_implementations: tuple = ()
   naive: Callable | None = None    # the explicit O(n²) reference (naive.py), for tests and benchmarks
+  # The sequence split over a mesh axis (context_parallel.py): fn(q, k, v, *, axis_name,
+  # key_mask, causal, chunk_size, implementation, precision[, projections]) on this
+  # device's shard, inside shard_map. None: no exact form with O(1)-in-n communication.
+  context_parallel: Callable | None = None
   # Matmul FLOPs of one forward call: flops(b, n, h, d, *, causal, chunk, rows, window),
   # and the formula in words by causal (for benchmark reports).
   flops: Callable | None = None
@@ -120,13 +127,15 @@ TABLE = {kind.name: kind for kind in (
          causal_implementations=_softmax.IMPLEMENTATIONS, naive=naive.softmax,
          **_module(_softmax)),
     Kind('linformer', _linformer_parallel, needs_projections=True, bounded_context=True,
-         naive=naive.linformer, **_module(_linformer, decodes=False)),
+         naive=naive.linformer, context_parallel=_cp.linformer,
+         **_module(_linformer, decodes=False)),
     Kind('linear', functools.partial(linear_attention, causal=False), _causal_of(linear_attention),
          causal_implementations=_linear.IMPLEMENTATIONS, naive=naive.linear, takes_initial_state=True,
-         **_module(_linear)),
+         context_parallel=_cp.linear, **_module(_linear)),
     Kind('elu_linear', functools.partial(elu_linear_attention, causal=False),
          _causal_of(elu_linear_attention), causal_implementations=_elu.IMPLEMENTATIONS,
-         naive=naive.elu_linear, takes_initial_state=True, **_module(_elu)),
+         naive=naive.elu_linear, takes_initial_state=True, context_parallel=_cp.elu_linear,
+         **_module(_elu)),
     # bounded_context=False: the decoding state is `window` slots, whatever the length.
     Kind('window', functools.partial(window_attention, causal=False), _window_causal,
          supports_rotary=True, windowed=True, implementations=_window.IMPLEMENTATIONS,
@@ -160,6 +169,23 @@ def check(name, *, causal=False, decoding=False):
   return kind
 
 
+def check_call(kind, *, causal=False, implementation=None, projections=None):
+  """The record of `kind`, after checking that a call's causal, implementation and
+  projections arguments fit it (ValueError naming the valid ones otherwise)."""
+  record = check(kind, causal=causal)
+  valid = record.causal_implementations if causal else record.implementations
+  if implementation is not None and implementation not in valid:
+    raise ValueError(f'{kind!r} attention{" (causal)" if causal else ""} has no implementation '
+                     f'{implementation!r}; valid: None (the best for the backend) or one of {valid}')
+  if record.needs_projections:
+    if projections is None or len(projections) != 2:
+      raise ValueError(f'{kind!r} attention needs projections=(e_proj, f_proj), each [k, max_len] '
+                       f'or [heads, k, max_len]; got {projections!r}')
+  elif projections is not None:
+    raise ValueError(f'projections are for linformer attention only, not {kind!r}')
+  return record
+
+
 def _window_kwargs(kind, record, window):
   """{'window': window} for a windowed kind (None: its default), {} otherwise."""
   if window is None:
@@ -183,20 +209,11 @@ def attend(kind, query, key, value, *, key_mask=None, causal=False, chunk_size=6
   ValueError for an unknown kind, a causal call of a kind without a causal
   form, missing or misplaced projections, or a window for a kind without one.
   """
-  record = check(kind, causal=causal)
-  valid = record.causal_implementations if causal else record.implementations
-  if implementation is not None and implementation not in valid:
-    raise ValueError(f'{kind!r} attention{" (causal)" if causal else ""} has no implementation '
-                     f'{implementation!r}; valid: None (the best for the backend) or one of {valid}')
+  record = check_call(kind, causal=causal, implementation=implementation, projections=projections)
   kwargs = dict(key_mask=key_mask, implementation=implementation, precision=precision,
                 **_window_kwargs(kind, record, window))
   if record.needs_projections:
-    if projections is None or len(projections) != 2:
-      raise ValueError(f'{kind!r} attention needs projections=(e_proj, f_proj), each [k, max_len] '
-                       f'or [heads, k, max_len]; got {projections!r}')
     kwargs['projections'] = projections
-  elif projections is not None:
-    raise ValueError(f'projections are for linformer attention only, not {kind!r}')
   if initial_state is not None and not (causal and record.takes_initial_state):
     takers = tuple(name for name, k in TABLE.items() if k.takes_initial_state)
     raise ValueError(f'initial_state is for causal attention of the kinds {takers}; got '

@@ -13,6 +13,29 @@ from linformer_jax.attention import common
 from linformer_jax.attention import softmax
 
 
+def check_projections(name, n, heads, e_proj, f_proj):
+  """Raises ValueError unless E and F fit a length-n input of `heads` heads."""
+  for arg, p in (('e_proj', e_proj), ('f_proj', f_proj)):
+    if p.ndim not in (2, 3) or (p.ndim == 3 and p.shape[0] != heads):
+      raise ValueError(f'{name}: {arg} must be [k, max_len] or [heads={heads}, k, max_len], '
+                       f'got shape {p.shape}')
+    if n > p.shape[-1]:
+      raise ValueError(f'{name}: sequence length {n} exceeds the projections\' max_len '
+                       f'{p.shape[-1]}; use inputs of at most {p.shape[-1]} tokens or build the '
+                       'projections with a larger max_len')
+  if e_proj.shape[-2] != f_proj.shape[-2]:
+    raise ValueError(f'{name}: e_proj and f_proj must project to the same number of rows k; '
+                     f'got k = {e_proj.shape[-2]} (e_proj {e_proj.shape}) and k = {f_proj.shape[-2]} '
+                     f'(f_proj {f_proj.shape})')
+
+
+def project(num, p, x, mask):
+  """p · (x · mask): p [k, n] or [heads, k, n] (the columns of x's positions),
+  x [b, n, h, d], mask [b, n, 1, 1] -> [b, k, h, d] in num.acc."""
+  spec = 'rn,bnhd->brhd' if p.ndim == 2 else 'hrn,bnhd->brhd'
+  return num.einsum(spec, p, x.astype(num.acc) * mask)
+
+
 @functools.partial(jax.jit, static_argnames=('precision',))
 def linformer_attention(query, key, value, e_proj, f_proj, *, key_mask=None, precision=None):
   """Linformer attention: softmax(Q (E K)ᵀ / sqrt(d)) (F V).
@@ -26,34 +49,27 @@ def linformer_attention(query, key, value, e_proj, f_proj, *, key_mask=None, pre
   nothing. Cost O(n·k·d) time, O(n·d + n·k) memory (the query-by-k scores).
   """
   common.check_inputs('linformer_attention', query, key, value, key_mask)
-  n, heads = key.shape[1], key.shape[2]
-  for name, p in (('e_proj', e_proj), ('f_proj', f_proj)):
-    if p.ndim not in (2, 3) or (p.ndim == 3 and p.shape[0] != heads):
-      raise ValueError(f'linformer_attention: {name} must be [k, max_len] or [heads={heads}, k, max_len], '
-                       f'got shape {p.shape}')
-    if n > p.shape[-1]:
-      raise ValueError(f'linformer_attention: sequence length {n} exceeds the projections\' max_len '
-                       f'{p.shape[-1]}; use inputs of at most {p.shape[-1]} tokens or build the '
-                       'projections with a larger max_len')
-  if e_proj.shape[-2] != f_proj.shape[-2]:
-    raise ValueError(f'linformer_attention: e_proj and f_proj must project to the same number of rows k; '
-                     f'got k = {e_proj.shape[-2]} (e_proj {e_proj.shape}) and k = {f_proj.shape[-2]} '
-                     f'(f_proj {f_proj.shape})')
+  check_projections('linformer_attention', key.shape[1], key.shape[2], e_proj, f_proj)
   empty = common.empty_output(query, key, value)
   if empty is not None:
     return empty
   num = common.numerics(query, key, value, precision=precision)
   mask = common.mask_as(key_mask, key, num.acc)
 
-  def project(p, x):
-    p = p[..., :n]
-    spec = 'rn,bnhd->brhd' if p.ndim == 2 else 'hrn,bnhd->brhd'
-    return num.einsum(spec, p, x.astype(num.acc) * mask).astype(num.operand)
+  n = key.shape[1]
+  ek, fv = (project(num, p[..., :n], x, mask) for p, x in ((e_proj, key), (f_proj, value)))
+  has_key = None if key_mask is None else jnp.any(key_mask, axis=1)
+  return attend_projected(num, query, ek, fv, has_key)
 
-  out = softmax.softmax_attention(query.astype(num.operand), project(e_proj, key),
-                                  project(f_proj, value), implementation='xla', precision=precision)
-  if key_mask is not None:
-    out = out * jnp.any(key_mask, axis=1)[:, None, None, None]
+
+def attend_projected(num, query, ek, fv, has_key):
+  """softmax(Q (E K)ᵀ / sqrt(d)) (F V) from the projected ek, fv [b, k, h, *] (num.acc);
+  zeros for the batch rows where has_key [b] (None: all) is False."""
+  out = softmax.softmax_attention(query.astype(num.operand), ek.astype(num.operand),
+                                  fv.astype(num.operand), implementation='xla',
+                                  precision=num.precision)
+  if has_key is not None:
+    out = out * has_key[:, None, None, None]
   return out.astype(query.dtype)
 
 
