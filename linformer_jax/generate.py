@@ -126,8 +126,10 @@ def generate(model, params, prompt: str, num_tokens: int, *, temperature: float 
   limit = models.context_limit(cfg)
   # The last sampled token is never fed back.
   if limit is not None and len(ids) + num_tokens - 1 > limit:
+    bounded = [name for name, k in zip(cfg.layer_kinds, cfg.layer_records)
+               if k is not None and k.bounded_context]
     why = ('learned positions' if cfg.position == 'learned'
-           else f"{cfg.attention} attention's decoding state (a KV cache)")
+           else f"{bounded[0]} attention's decoding state (a KV cache)")
     raise ValueError(
         f'{len(ids) - 1} prompt bytes + {num_tokens} new tokens exceed what this model can '
         f'decode: {limit} tokens including CLS ({why}, max_len={cfg.max_len}). Ask for at most '

@@ -89,10 +89,12 @@ class MultiHeadAttention(nn.Module):
 
 
 def check_decodable(cfg):
+  """ValueError unless every layer of `cfg` (a hybrid's included) can decode incrementally."""
   if not cfg.causal:
     raise ValueError('incremental decoding needs a causal model (causal=True); got causal=False')
-  if cfg.attention != 'none':  # the attention-free control decodes its convolutions alone
-    kernels.check(cfg.attention, decoding=True)
+  for name in dict.fromkeys(cfg.layer_kinds):
+    if name != 'none':  # the attention-free control decodes its convolutions alone
+      kernels.check(name, decoding=True)
 
 
 def _positions(n, offset):
@@ -230,7 +232,12 @@ class EncoderBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-  """`num_layers` EncoderBlocks and a final LayerNorm: [batch, n, emb] -> same."""
+  """`num_layers` EncoderBlocks and a final LayerNorm: [batch, n, emb] -> same.
+
+  Block i is built from `config.layer_config(i)`: a hybrid (layer_attention)
+  mixes kinds, each block alike inside. Linformer's 'layerwise' E = F is one
+  parameter here, shared by every linformer block.
+  """
   config: ModelConfig
 
   @nn.compact
@@ -239,14 +246,15 @@ class Encoder(nn.Module):
     """Causal decoding (see MultiHeadAttention) returns (out, {'block_i': block cache})."""
     cfg = self.config
     shared = None
-    if cfg.kind and cfg.kind.needs_projections and cfg.linformer_sharing == 'layerwise':
+    if cfg.linformer_sharing == 'layerwise' and any(k and k.needs_projections
+                                                    for k in cfg.layer_records):
       shared = self.param('linformer_proj', _linformer_init(cfg.linformer_k),
                           (cfg.linformer_k, cfg.max_len), jnp.dtype(cfg.param_dtype))
     decoding = cache is not None or prefill
     new_cache = {}
     for i in range(cfg.num_layers):
       name = f'block_{i}'
-      block = EncoderBlock(cfg, name=name)
+      block = EncoderBlock(cfg.layer_config(i), name=name)
       if decoding:
         x, new_cache[name] = block(x, key_mask, cache=None if cache is None else cache[name],
                                    prefill=prefill, offset=offset)

@@ -79,9 +79,9 @@ class MLMModel(nn.Module):
 
 def context_limit(config: ModelConfig) -> int | None:
   """Most tokens a LanguageModel can decode in one sequence, None if unbounded:
-  max_len for learned positions (the table's rows) or a kind whose record says
+  max_len for learned positions (the table's rows) or when any layer's kind says
   bounded_context (softmax: the KV cache's slots)."""
-  bounded = config.kind is not None and config.kind.bounded_context
+  bounded = any(k is not None and k.bounded_context for k in config.layer_records)
   return config.max_len if config.position == 'learned' or bounded else None
 
 

@@ -174,16 +174,19 @@ class EncoderBlock(nnx.Module):
 class Encoder(nnx.Module):
   """`num_layers` EncoderBlocks and a final LayerNorm: [batch, n, emb] -> same.
 
-  Holds Linformer's one E = F [k, max_len] when linformer_sharing='layerwise'.
+  Block i is built from `config.layer_config(i)` (a hybrid mixes kinds). Holds
+  Linformer's one E = F [k, max_len] when linformer_sharing='layerwise', shared
+  by every linformer block.
   """
 
   def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
     cfg = self.config = config
-    layerwise = (cfg.kind is not None and cfg.kind.needs_projections
-                 and cfg.linformer_sharing == 'layerwise')
+    layerwise = cfg.linformer_sharing == 'layerwise' and any(k and k.needs_projections
+                                                             for k in cfg.layer_records)
     self.linformer_proj = (_linformer_param(cfg, (cfg.linformer_k, cfg.max_len), rngs)
                            if layerwise else None)
-    self.blocks = nnx.List([EncoderBlock(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+    self.blocks = nnx.List([EncoderBlock(cfg.layer_config(i), rngs=rngs)
+                            for i in range(cfg.num_layers)])
     self.final_norm = _layer_norm(cfg, rngs)
 
   def __call__(self, x, key_mask=None, *, deterministic=None):

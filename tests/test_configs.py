@@ -32,6 +32,8 @@ VARIANTS = {
                                     'checkpoint_every_steps': 300,
                                     'model.attention': 'softmax', 'model.position': 'rotary'}),
     'recall_causal.py': ('recall.py', {'model.causal': True}),
+    'lm_hybrid.py': ('lm.py', {'model.num_layers': 4,
+                               'model.layer_attention': 'linear,linear,linear,softmax'}),
 }
 
 
