@@ -32,7 +32,10 @@ def tiny_overrides(name: str, **extra) -> dict:
   """TINY_MODEL, TINY_SCHEDULE and the TINY_DATA keys configs/<name> has, then `extra`."""
   config = config_lib.load(config_path(name))
   data = {k: v for k, v in TINY_DATA.items() if k in config}
-  return {**TINY_MODEL, **TINY_SCHEDULE, **data, **extra}
+  model = dict(TINY_MODEL)
+  if config.model.get('layer_attention'):  # a hybrid keeps one layer per entry of its pattern
+    model['model.num_layers'] = len(config.model.layer_attention.split(','))
+  return {**model, **TINY_SCHEDULE, **data, **extra}
 
 
 def load(name: str, overrides: dict | None = None):
