@@ -13,10 +13,11 @@ Causal implementations (`implementation=`), all exact at any key spread:
              that shifts each position by its own prefix max. CPU's default.
   'chunked'  every chunk at once, the states before each chunk by an
              associative scan; if any denominator underflowed, the whole call
-             is recomputed by 'scan'. The default elsewhere.
+             is recomputed token by token (`_recurrent`, exact, one small
+             loop to compile). The default elsewhere.
   'pallas'   a fused Pallas (Triton) kernel for GPUs (pallas_linear.py): one
              program per (batch, head) walks the chunks; the kernel flags an
-             underflowed denominator and the call is then recomputed by 'scan'.
+             underflowed denominator and the call is then recomputed token by token.
              On CPU it runs in Pallas interpret mode (slow; for tests).
              float32 and bf16 only. Not yet measured on a GPU, so not a default.
 """
@@ -131,30 +132,60 @@ def _scan(num, qs, k, w, v, init):
   return common.scan_chunks(body, init, qs, k, w, v)
 
 
+def _recurrent(num, qs, k, w, v, init):
+  """Exact causal attention token by token, the recurrence `decode_step` runs;
+  same chunked inputs as `_chunked`. The fallback of 'chunked' and 'pallas'.
+
+  Each position is shifted by its own running max, so once a real key has been
+  seen its denominator is >= 1 (the max key contributes exp(0)): exact at any
+  key spread with no C×C×d array and no branch, so it compiles to one small
+  loop. A lax.scan over tokens inside a rematerialised scan over chunks: the
+  backward pass keeps each chunk's carry, and one chunk's per-token states
+  while it recomputes that chunk. O(n·d·e) work in n sequential steps.
+  """
+  def chunk_body(carry, chunk):
+    def token(carry, x):
+      m, z, s = carry
+      q, k, w, v = x
+      m_new = lax.stop_gradient(jnp.maximum(m, k))
+      decay, p = jnp.exp(m - m_new), w * jnp.exp(k - m_new)  # both <= 1
+      z = z * decay + p
+      s = s * decay[..., None] + p[..., None] * v[..., None, :]
+      return (m_new, z, s), num.einsum('bhd,bhde->bhe', common.safe_div(q, z), s)
+    carry, out = lax.scan(token, carry, tuple(jnp.moveaxis(x, 2, 0) for x in chunk))
+    return carry, jnp.moveaxis(out, 0, 2)
+
+  return common.scan_chunks(chunk_body, init, qs, k, w, v)
+
+
 def _causal(num, qs, k, mask, v, chunk_size, implementation, init):
   """Causal attention on [b, n, h, *] inputs (qs, k in num.acc, k masked to NEG) -> [b, n, h, e],
   from the state `init` = (m, z, S) of earlier positions.
 
   'chunked' and 'pallas' check every position that has a real key for a
-  denominator below e^-40 and, if any, recompute the call with 'scan' under one
+  denominator below e^-40 and, if any, recompute the call with `_recurrent` under one
   lax.cond (checkpointed, so calls that never take it keep none of its
   residuals). Their own results stay finite where they underflow, so the
   discarded branch's zero cotangent gives zero gradients, not 0 * inf = NaN.
   """
   n = k.shape[1]
 
-  def chunks_of(qs, k, mask, v):
-    return (common.to_chunks(qs, chunk_size),
-            common.to_chunks(k, chunk_size, constant_values=NEG),
-            common.to_chunks(mask * jnp.ones_like(k[..., :1]), chunk_size),
-            common.to_chunks(v, chunk_size))
+  def chunks_of(qs, k, mask, v, size=chunk_size):
+    return (common.to_chunks(qs, size),
+            common.to_chunks(k, size, constant_values=NEG),
+            common.to_chunks(mask * jnp.ones_like(k[..., :1]), size),
+            common.to_chunks(v, size))
 
   def scan(*xs):
     return common.from_chunks(_scan(num, *chunks_of(*xs), init), n)
 
+  def recurrent(*xs):
+    # Chunks of 16 bound the per-token states one chunk's backward pass keeps.
+    return common.from_chunks(_recurrent(num, *chunks_of(*xs, size=min(16, n)), init), n)
+
   def exact_if(underflow, out, *xs):
-    return lax.cond(underflow, lambda out, *xs: jax.checkpoint(scan)(*xs), lambda out, *xs: out,
-                    out, *xs)
+    return lax.cond(underflow, lambda out, *xs: jax.checkpoint(recurrent)(*xs),
+                    lambda out, *xs: out, out, *xs)
 
   def chunked(*xs):
     out, den = _chunked(num, *chunks_of(*xs), init)
