@@ -213,8 +213,11 @@ def test_pallas_refuses_float64():
       lj.linear_attention(q, k, v, causal=True, implementation='pallas')
 
 
-@pytest.mark.parametrize('kind,impl', [(k, i) for k, c, i in _paths()
-                                       if c and lj.TABLE[k].takes_initial_state])
+# Pallas interpret mode is slow: its case runs in the whole suite (test_pallas_linear
+# keeps a fast initial-state test of the kernel).
+@pytest.mark.parametrize('kind,impl', [
+    pytest.param(k, i, marks=[pytest.mark.slow] if i == 'pallas' else [])
+    for k, c, i in _paths() if c and lj.TABLE[k].takes_initial_state])
 def test_initial_state_continues_a_sequence_exactly(kind, impl):
   """The second half from the first half's state (causal_state) equals the whole
   sequence's second half, values and gradients through the state included."""

@@ -75,6 +75,7 @@ def test_param_dtype_bfloat16():
   assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.bfloat16)}
 
 
+@pytest.mark.slow
 def test_optimizer_state_follows_float32_params_in_bfloat16_models():
   model, params, tokens = _model(dtype='bfloat16')
   tx = optax.adamw(1e-3)
