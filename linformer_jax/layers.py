@@ -6,6 +6,10 @@ parallel; returns (out, cache), the state after it) or a `cache` (x holds the
 next token only, [batch, 1, ...]; returns (out, new cache)). A cache is a dict
 of arrays: per attention layer the kernel's decoding state
 (`attention.decode_init`), per causal convolution its last conv_width - 1 inputs.
+
+Under an ambient mesh whose axis 'sequence' has size > 1 (`jax.set_mesh`), the
+attention and convolution kernels split every sequence over that axis
+(`sequence_sharding`); decoding is single-device.
 """
 import math
 

@@ -3,9 +3,10 @@
 Same `ModelConfig`, same options, same parameter shapes and names as the linen
 modules, and the same kernels through `attention.attend`; `load_linen_params`
 copies a linen params tree in, so one set of weights gives one output in both.
-Dropout follows NNX: active until `model.eval()` (or a call with
-`deterministic=True`), drawing from the 'dropout' stream of the Rngs given at
-construction. Needs flax >= 0.12.1 (nnx.List, LayerNorm's promote_dtype).
+Under a mesh with a 'sequence' axis they split the sequence as the linen
+modules do (`sequence_sharding`, the one place both call). Dropout follows
+NNX: active until `model.eval()` (or a call with `deterministic=True`), drawing
+from the 'dropout' stream of the Rngs given at construction. Needs flax >= 0.12.1 (nnx.List, LayerNorm's promote_dtype).
 
     from flax import nnx
     import linformer_jax as lj

@@ -7,7 +7,8 @@ whole shards) run under `jax.set_mesh` on meshes data 1 x fsdp 1 x sequence 8
 and data 2 x fsdp 1 x sequence 4, for every kind with a context-parallel form
 and for softmax and window (left to XLA: same result, O(n) communication).
 Logits must equal the unsharded model's (max-norm relative error <= 1e-5) and
-so must the parameter gradients (‖Δ‖/‖g‖ <= 1e-5); the NNX encoder likewise;
+so must the parameter gradients (‖Δ‖/‖g‖ <= 1e-5); the NNX encoder likewise,
+and a batch of one that the mesh's data axis does not divide (init, apply);
 the sharded convolution alone against `conv.depthwise_conv`. The compiled
 sharded gradient step's collectives must move the same bytes at n = 1024 and
 4096 (parameters, and so their gradients' reductions, do not depend on n
@@ -129,6 +130,22 @@ def _model_errors():
   return errors
 
 
+def _init_errors():
+  """A batch of one under data 2 x sequence 4 (as the trainer's init traces the model):
+  the batch is not split, the sequence is; params and logits equal the unsharded ones."""
+  cfg = _config('lm', 'linear')
+  model, tokens = _model(cfg), _tokens(cfg)[1:]
+  want_params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens)
+  want = jax.jit(model.apply)(want_params, tokens)
+  mesh = _mesh(MESHES['data=2,sequence=4'])
+  with jax.set_mesh(mesh):
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens)
+    logits = jax.jit(model.apply, in_shardings=(NamedSharding(mesh, P()),
+                                                NamedSharding(mesh, P(None, 'sequence'))))(
+                                                    params, tokens)
+  return {'params': _tree_rel(params, want_params), 'logits': _rel(logits, want)}
+
+
 def _nnx_errors():
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from linformer_jax import nnx as ljnnx  # pylint: disable=g-import-not-at-top
@@ -190,8 +207,8 @@ def _measure():
   """Runs in the DEVICES-device subprocess; prints one JSON line."""
   assert jax.device_count() == DEVICES, jax.devices()
   with jax.default_matmul_precision('float32'):
-    print(json.dumps({'models': _model_errors(), 'nnx': _nnx_errors(), 'conv': _conv_errors(),
-                      'bytes': _bytes()}))
+    print(json.dumps({'models': _model_errors(), 'init': _init_errors(), 'nnx': _nnx_errors(),
+                      'conv': _conv_errors(), 'bytes': _bytes()}))
 
 
 @pytest.fixture(scope='module')
@@ -213,6 +230,12 @@ def test_sharded_model_equals_unsharded(measured, head, kind, mesh):
   errors = measured['models'][f'{head} {kind} {mesh}']
   assert errors['logits'] <= TOL, errors
   assert errors['grads'] <= TOL, errors
+
+
+@pytest.mark.slow
+def test_batch_the_mesh_does_not_divide_is_replicated(measured):
+  assert measured['init']['params'] == 0.0  # init reads only the rng
+  assert measured['init']['logits'] <= TOL, measured['init']
 
 
 @pytest.mark.slow
