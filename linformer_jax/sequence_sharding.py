@@ -97,7 +97,7 @@ def depthwise_conv(x, kernel, padding):
   mesh = sequence_mesh()
   if mesh is None or x.ndim != 3:
     return conv_lib.depthwise_conv(x, kernel, padding)
-  ((low, high),) = padding
+  ((low, high),) = conv_lib.check_args(x, kernel, padding)
   spec = _spec(mesh, x, 'the local mixing convolution')
   if max(low, high) > x.shape[1] // mesh.shape[SEQUENCE]:
     raise ValueError(f'the local mixing convolution pads ({low}, {high}) tokens but each of the '

@@ -312,3 +312,10 @@ def test_convolution_wider_than_a_shard_is_named():
     with pytest.raises(ValueError, match=r'pads \(4, 0\) tokens but each of the 8 devices .* holds '
                                          r'only 2 of the 16'):
       jax.eval_shape(lambda x: sequence_sharding.depthwise_conv(x, kernel, ((4, 0),)), x)
+
+
+def test_sharded_convolution_checks_its_arguments_as_the_plain_one():
+  x, kernel = jnp.zeros((1, 64, 3)), jnp.zeros((5, 3))
+  with jax.sharding.use_abstract_mesh(_abstract_mesh(8)):
+    with pytest.raises(ValueError, match=r'padding \(\(5, 0\),\) must be in \[0, window - 1\]'):
+      jax.eval_shape(lambda x: sequence_sharding.depthwise_conv(x, kernel, ((5, 0),)), x)
