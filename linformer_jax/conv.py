@@ -31,6 +31,11 @@ def depthwise_conv(x, kernel, padding):
   no temporary larger than the padded input but for the kernel's gradient
   (one [channels, w, 2w] product per call).
   """
+  return _conv(x, kernel, check_args(x, kernel, padding))
+
+
+def check_args(x, kernel, padding):
+  """`depthwise_conv`'s checks: its padding as int pairs, or ValueError naming the bad value."""
   padding = tuple((int(lo), int(hi)) for lo, hi in padding)
   window = kernel.shape[:-1]
   if x.ndim != len(window) + 2 or len(padding) != len(window):
@@ -41,7 +46,7 @@ def depthwise_conv(x, kernel, padding):
   for w, (lo, hi) in zip(window, padding):
     if not (0 <= lo < w and 0 <= hi < w):
       raise ValueError(f'padding {padding} must be in [0, window - 1] for window {window}')
-  return _conv(x, kernel, padding)
+  return padding
 
 
 def _pad(x, padding):

@@ -6,6 +6,10 @@ parallel; returns (out, cache), the state after it) or a `cache` (x holds the
 next token only, [batch, 1, ...]; returns (out, new cache)). A cache is a dict
 of arrays: per attention layer the kernel's decoding state
 (`attention.decode_init`), per causal convolution its last conv_width - 1 inputs.
+
+Under an ambient mesh whose axis 'sequence' has size > 1 (`jax.set_mesh`), the
+attention and convolution kernels split every sequence over that axis
+(`sequence_sharding`); decoding is single-device.
 """
 import math
 
@@ -13,7 +17,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from linformer_jax import attention as kernels
-from linformer_jax import conv as conv_lib
+from linformer_jax import sequence_sharding
 from linformer_jax.model_config import ModelConfig
 
 
@@ -65,10 +69,10 @@ class MultiHeadAttention(nn.Module):
       cache = kernels.causal_state(cfg.attention, k, v, key_mask=key_mask, max_len=max_len,
                                    precision=precision, window=cfg.kernel_window)
     projections = self._linformer_projections(shared_proj) if cfg.kind.needs_projections else None
-    out = out_proj(kernels.attend(cfg.attention, q, k, v, key_mask=key_mask, causal=cfg.causal,
-                                  chunk_size=cfg.chunk_size, projections=projections,
-                                  implementation=cfg.kernel_implementation, precision=precision,
-                                  window=cfg.kernel_window))
+    out = out_proj(sequence_sharding.attend(
+        cfg.attention, q, k, v, key_mask=key_mask, causal=cfg.causal, chunk_size=cfg.chunk_size,
+        projections=projections, implementation=cfg.kernel_implementation, precision=precision,
+        window=cfg.kernel_window))
     return (out, cache) if prefill else out
 
   def _linformer_projections(self, shared_proj):
@@ -142,7 +146,7 @@ class DepthwiseConv(nn.Module):
                         jnp.dtype(self.param_dtype))
     bias = self.param('bias', nn.initializers.zeros_init(), (e,), jnp.dtype(self.param_dtype))
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=jnp.dtype(self.dtype))
-    return conv_lib.depthwise_conv(x, kernel[..., 0, :], padding) + bias
+    return sequence_sharding.depthwise_conv(x, kernel[..., 0, :], padding) + bias
 
 
 def centred(w):

@@ -3,9 +3,10 @@
 Same `ModelConfig`, same options, same parameter shapes and names as the linen
 modules, and the same kernels through `attention.attend`; `load_linen_params`
 copies a linen params tree in, so one set of weights gives one output in both.
-Dropout follows NNX: active until `model.eval()` (or a call with
-`deterministic=True`), drawing from the 'dropout' stream of the Rngs given at
-construction. Needs flax >= 0.12.1 (nnx.List, LayerNorm's promote_dtype).
+Under a mesh with a 'sequence' axis they split the sequence as the linen
+modules do (`sequence_sharding`, the one place both call). Dropout follows
+NNX: active until `model.eval()` (or a call with `deterministic=True`), drawing
+from the 'dropout' stream of the Rngs given at construction. Needs flax >= 0.12.1 (nnx.List, LayerNorm's promote_dtype).
 
     from flax import nnx
     import linformer_jax as lj
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from linformer_jax import attention as kernels
-from linformer_jax import conv as conv_lib
+from linformer_jax import sequence_sharding
 from linformer_jax.layers import _linformer_init, mix_locally, rotary
 from linformer_jax.model_config import ModelConfig
 
@@ -84,11 +85,10 @@ class MultiHeadAttention(nnx.Module):
     q, k, v = (dense(x).astype(dtype) for dense in (self.query, self.key, self.value))
     if cfg.position == 'rotary':
       q, k = rotary(q), rotary(k)
-    return self.out(kernels.attend(cfg.attention, q, k, v, key_mask=key_mask, causal=cfg.causal,
-                                   chunk_size=cfg.chunk_size,
-                                   projections=self._projections(shared_proj),
-                                   implementation=cfg.kernel_implementation,
-                                   precision=cfg.matmul_precision, window=cfg.kernel_window))
+    return self.out(sequence_sharding.attend(
+        cfg.attention, q, k, v, key_mask=key_mask, causal=cfg.causal, chunk_size=cfg.chunk_size,
+        projections=self._projections(shared_proj), implementation=cfg.kernel_implementation,
+        precision=cfg.matmul_precision, window=cfg.kernel_window))
 
   def _projections(self, shared_proj):
     cfg = self.config
@@ -123,7 +123,7 @@ class LocalMixing(nnx.Module):
   def _conv(self, x, padding):
     x, kernel, bias = nnx.nn.dtypes.promote_dtype(
         (x, self.conv.kernel[...], self.conv.bias[...]), dtype=self.conv.dtype)
-    return conv_lib.depthwise_conv(x, kernel[..., 0, :], padding) + bias
+    return sequence_sharding.depthwise_conv(x, kernel[..., 0, :], padding) + bias
 
   def __call__(self, x, key_mask=None):
     if key_mask is not None:

@@ -276,6 +276,28 @@ def test_oversized_configs_are_skipped_without_running(tmp_path):
   assert 'GiB' in results[0]['reason'] and 'smaller n' in results[1]['reason']
 
 
+@pytest.mark.slow
+def test_sequence_memory_quick(tmp_path):
+  """Splitting the sequence over 8 devices shrinks each device's compiled train step, and
+  its temporaries grow with n at a fraction of the one-device step's rate."""
+  proc = subprocess.run([sys.executable, os.path.join(BENCH, 'sequence_memory.py'), '--quick',
+                         '--out', str(tmp_path)], capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  with open(tmp_path / 'sequence_memory.json') as f:
+    report = json.load(f)
+  assert report['benchmark'] == 'sequence_memory' and report['run'] == 'quick'
+  assert report['device']['device_count'] == 8
+  rows = report['results']
+  for row in rows:
+    one, split = row['one_device'], row['sequence_8']
+    assert 0 < split['total'] < one['total'] and split['arguments'] <= one['arguments'], row
+  (short, long), temps = rows, lambda row, where: row[where]['temporaries']
+  assert long['n'] == 2 * short['n']
+  assert (temps(long, 'sequence_8') - temps(short, 'sequence_8')
+          < (temps(long, 'one_device') - temps(short, 'one_device')) / 4)
+  assert '| 2048 |' in (tmp_path / 'sequence_memory.md').read_text()
+
+
 @pytest.mark.parametrize('body,expected', [
     ('import os, signal; os.kill(os.getpid(), signal.SIGKILL)', 'killed by signal 9'),
     ('import time; time.sleep(30)', 'timeout after 1 s'),

@@ -32,6 +32,9 @@ VARIANTS = {
                                     'checkpoint_every_steps': 300,
                                     'model.attention': 'softmax', 'model.position': 'rotary'}),
     'recall_causal.py': ('recall.py', {'model.causal': True}),
+    'lm_long.py': ('lm.py', {'seq_len': 131072, 'batch_size': 2, 'num_eval_batches': 1,
+                             'parallelism': 'mesh', 'mesh': 'data:1,fsdp:1,sequence:-1',
+                             'model.position': 'sinusoidal'}),
     'lm_hybrid.py': ('lm.py', {'model.num_layers': 4,
                                'model.layer_attention': 'linear,linear,linear,softmax'}),
 }
