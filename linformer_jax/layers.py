@@ -30,7 +30,8 @@ class MultiHeadAttention(nn.Module):
   shared as `config.linformer_sharing` says (Wang et al. 2020, section 4):
   'none' one E and F per head, 'headwise' one E and F per layer, 'key-value'
   one E = F per layer, 'layerwise' one E = F for the whole encoder (passed in
-  as `shared_proj`).
+  as `shared_proj`). A gated kind ('linear+window') adds 'gate' [heads], its
+  per-head mixing logits, initialised to 0 (an even mix).
   """
   config: ModelConfig
 
@@ -54,12 +55,14 @@ class MultiHeadAttention(nn.Module):
       q, k = rotary(q, offset=offset), rotary(k, offset=offset)
     out_proj = nn.DenseGeneral(cfg.emb_dim, axis=(-2, -1), name='out', **cfg.dense_kwargs())
     precision = cfg.matmul_precision
+    gate = (self.param('gate', nn.initializers.zeros_init(), (cfg.num_heads,),
+                       jnp.dtype(cfg.param_dtype)) if cfg.kind.gated else None)
     if cache is not None or prefill:
       check_decodable(cfg)
       real = None if key_mask is None else key_mask[:, 0]
       if cache is not None:
         out, cache = kernels.decode_step(cfg.attention, cache, q[:, 0], k[:, 0], v[:, 0],
-                                         key_mask=real, precision=precision)
+                                         key_mask=real, precision=precision, gate=gate)
         return out_proj(out[:, None].astype(dtype)), cache
       max_len = cfg.max_len if cfg.kind.bounded_context else None
       cache = kernels.causal_state(cfg.attention, k, v, key_mask=key_mask, max_len=max_len,
@@ -68,7 +71,7 @@ class MultiHeadAttention(nn.Module):
     out = out_proj(kernels.attend(cfg.attention, q, k, v, key_mask=key_mask, causal=cfg.causal,
                                   chunk_size=cfg.chunk_size, projections=projections,
                                   implementation=cfg.kernel_implementation, precision=precision,
-                                  window=cfg.kernel_window))
+                                  window=cfg.kernel_window, gate=gate))
     return (out, cache) if prefill else out
 
   def _linformer_projections(self, shared_proj):

@@ -53,7 +53,8 @@ class MultiHeadAttention(nnx.Module):
   Parameters 'query', 'key', 'value', 'out' as in the linen module; Linformer
   adds 'linformer_e' ('linformer_f') by `config.linformer_sharing`: 'none'
   [heads, k, max_len] each, 'headwise' [k, max_len] each, 'key-value' one
-  E = F, 'layerwise' none here (the Encoder passes its `shared_proj`).
+  E = F, 'layerwise' none here (the Encoder passes its `shared_proj`). A gated
+  kind ('linear+window') adds 'gate' [heads], its mixing logits, zeros at init.
   """
 
   def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
@@ -64,6 +65,8 @@ class MultiHeadAttention(nnx.Module):
     dense = lambda: nnx.LinearGeneral(cfg.emb_dim, heads, rngs=rngs, **cfg.dense_kwargs())
     self.query, self.key, self.value = dense(), dense(), dense()
     self.out = nnx.LinearGeneral(heads, cfg.emb_dim, axis=(-2, -1), rngs=rngs, **cfg.dense_kwargs())
+    self.gate = (nnx.Param(jnp.zeros((cfg.num_heads,), jnp.dtype(cfg.param_dtype)))
+                 if cfg.kind.gated else None)
     sharing = cfg.linformer_sharing
     if cfg.kind.needs_projections and sharing != 'layerwise':
       shape = (cfg.linformer_k, cfg.max_len)
@@ -88,7 +91,8 @@ class MultiHeadAttention(nnx.Module):
                                    chunk_size=cfg.chunk_size,
                                    projections=self._projections(shared_proj),
                                    implementation=cfg.kernel_implementation,
-                                   precision=cfg.matmul_precision, window=cfg.kernel_window))
+                                   precision=cfg.matmul_precision, window=cfg.kernel_window,
+                                   gate=None if self.gate is None else self.gate[...]))
 
   def _projections(self, shared_proj):
     cfg = self.config
