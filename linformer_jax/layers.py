@@ -7,8 +7,10 @@ next token only, [batch, 1, ...]; returns (out, new cache)). A cache is a dict
 of arrays: per attention layer the kernel's decoding state
 (`attention.decode_init`), per causal convolution its last conv_width - 1 inputs.
 """
+import functools
 import math
 
+import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
@@ -68,10 +70,7 @@ class MultiHeadAttention(nn.Module):
       cache = kernels.causal_state(cfg.attention, k, v, key_mask=key_mask, max_len=max_len,
                                    precision=precision, window=cfg.kernel_window)
     projections = self._linformer_projections(shared_proj) if cfg.kind.needs_projections else None
-    out = out_proj(kernels.attend(cfg.attention, q, k, v, key_mask=key_mask, causal=cfg.causal,
-                                  chunk_size=cfg.chunk_size, projections=projections,
-                                  implementation=cfg.kernel_implementation, precision=precision,
-                                  window=cfg.kernel_window, gate=gate))
+    out = out_proj(attend(cfg, q, k, v, key_mask, projections, gate))
     return (out, cache) if prefill else out
 
   def _linformer_projections(self, shared_proj):
@@ -89,6 +88,22 @@ class MultiHeadAttention(nn.Module):
     if cfg.linformer_sharing == 'none':
       shape = (cfg.num_heads,) + shape
     return param('linformer_e', shape), param('linformer_f', shape)
+
+
+def attend(cfg, q, k, v, key_mask=None, projections=None, gate=None):
+  """The kernel of single-kind `cfg` on q, k, v [batch, n, heads, d], as configured.
+
+  With cfg.remat_attention the kernel runs under jax.checkpoint: the backward
+  pass recomputes it instead of keeping its residuals (softmax's n×n weights),
+  one more forward of the kernel for O(n·d) memory per layer. Shared by the
+  linen and NNX layers.
+  """
+  fn = functools.partial(kernels.attend, cfg.attention, causal=cfg.causal, chunk_size=cfg.chunk_size,
+                         implementation=cfg.kernel_implementation, precision=cfg.matmul_precision,
+                         window=cfg.kernel_window)
+  if cfg.remat_attention:
+    fn = jax.checkpoint(fn)
+  return fn(q, k, v, key_mask=key_mask, projections=projections, gate=gate)
 
 
 def check_decodable(cfg):

@@ -21,7 +21,7 @@ from flax import nnx
 
 from linformer_jax import attention as kernels
 from linformer_jax import conv as conv_lib
-from linformer_jax.layers import _linformer_init, mix_locally, rotary
+from linformer_jax.layers import _linformer_init, attend, mix_locally, rotary
 from linformer_jax.model_config import ModelConfig
 
 if 'promote_dtype' not in inspect.signature(nnx.LayerNorm.__init__).parameters:
@@ -87,12 +87,8 @@ class MultiHeadAttention(nnx.Module):
     q, k, v = (dense(x).astype(dtype) for dense in (self.query, self.key, self.value))
     if cfg.position == 'rotary':
       q, k = rotary(q), rotary(k)
-    return self.out(kernels.attend(cfg.attention, q, k, v, key_mask=key_mask, causal=cfg.causal,
-                                   chunk_size=cfg.chunk_size,
-                                   projections=self._projections(shared_proj),
-                                   implementation=cfg.kernel_implementation,
-                                   precision=cfg.matmul_precision, window=cfg.kernel_window,
-                                   gate=None if self.gate is None else self.gate[...]))
+    return self.out(attend(cfg, q, k, v, key_mask, self._projections(shared_proj),
+                           None if self.gate is None else self.gate[...]))
 
   def _projections(self, shared_proj):
     cfg = self.config

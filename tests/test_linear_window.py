@@ -159,13 +159,13 @@ def test_decode_steps_and_prefill_equal_the_parallel_causal_form(prompt_len):
   # Both components' states, O(window·d + d·d_v) whatever the length.
   template = lj.decode_init(KIND, B, H, D, DV, window=WINDOW)
   assert jax.tree.map(jnp.shape, state) == jax.tree.map(jnp.shape, template)
-  assert state['window']['key'].shape == (B, WINDOW, H, D) and state['linear']['s'].shape == (B, H, D, DV)
+  assert state['key'].shape == (B, WINDOW, H, D) and state['s'].shape == (B, H, D, DV)
   if prompt_len:
     _, stepped = _steps(template, q[:, :prompt_len], k[:, :prompt_len], v[:, :prompt_len],
                         mask[:, :prompt_len], gate)
-    for path, a, b in zip(jax.tree_util.tree_leaves_with_path(state), jax.tree.leaves(state),
-                          jax.tree.leaves(stepped)):
-      np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-6, err_msg=str(path[0]))
+    assert sorted(state) == sorted(stepped) == ['key', 'length', 'm', 'mask', 's', 'value', 'z']
+    for name in state:
+      np.testing.assert_allclose(state[name], stepped[name], atol=1e-6, rtol=1e-6, err_msg=name)
   got, _ = _steps(state, q, k, v, mask, gate, start=prompt_len)
   np.testing.assert_allclose(got, want[:, prompt_len:], atol=2e-6, rtol=2e-5)
 
@@ -221,7 +221,8 @@ def test_lm_decoding_equals_the_parallel_forward(options):
   decoded, cache = _decode_from(model, params, tokens, 7)
   np.testing.assert_allclose(decoded, full, atol=2e-5)
   block = cache['layers']['block_0']['attention']
-  assert block['window']['key'].shape == (2, cfg.window, cfg.num_heads, cfg.head_dim)
+  assert block['key'].shape == (2, cfg.window, cfg.num_heads, cfg.head_dim)
+  assert block['s'].shape == (2, cfg.num_heads, cfg.head_dim, cfg.head_dim)
   # Generation runs through prefill and decode steps; only a softmax layer bounds the context.
   ids = generate.generate(model, params, 'ab', num_tokens=20)
   assert ids.shape == (20,) and lj.context_limit(cfg) == (32 if 'softmax' in cfg.layer_kinds else None)

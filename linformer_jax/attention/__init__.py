@@ -267,7 +267,7 @@ def decode_init(kind, batch, heads, head_dim, value_dim, *, max_len=None, dtype=
   mask of each slot and the number of tokens so far: O(max_len·d) memory.
   'window': a ring of the last `window` keys and values (None: 64), their mask
   and the number of tokens so far: O(window·d) memory, max_len unused.
-  'linear+window': {'window': that ring, 'linear': that (m, z, S)}.
+  'linear+window': that ring and that (m, z, S) in one dict.
   """
   record = check(kind, decoding=True)
   return record.decode_init(batch, heads, head_dim, value_dim, max_len=max_len, dtype=dtype,

@@ -12,9 +12,11 @@ parameter; None: zeros, g = 0.5). Cost: the sum of both, O(n·(window + d)·d).
 Each component runs its backend's default implementation (`implementation=`
 is not taken).
 
-Recurrent decoding carries both states, {'window': the ring of the last
-`window` keys and values, 'linear': the running (m, z, S)}: O(window·d + d·d_v)
-whatever the length. The window is part of that state's shape, as for 'window'.
+Recurrent decoding carries both states in one flat dict (their names do not
+overlap): the window's ring of the last `window` keys and values ('key',
+'value', 'mask', 'length') and the linear running sums ('m', 'z', 's'):
+O(window·d + d·d_v) whatever the length. The window is part of that state's
+shape, as for 'window'.
 """
 import functools
 
@@ -71,27 +73,36 @@ def linear_window_attention(query, key, value, *, gate=None, key_mask=None, caus
 
 # --- Recurrent decoding: both components' states side by side ---
 
+WINDOW_STATE = ('key', 'value', 'mask', 'length')
+LINEAR_STATE = ('m', 'z', 's')
+
+
+def _split(state):
+  return ({name: state[name] for name in WINDOW_STATE},
+          {name: state[name] for name in LINEAR_STATE})
+
+
 def decode_init(batch, heads, head_dim, value_dim, *, dtype, max_len=None, window=DEFAULT_WINDOW):
-  """{'window': the empty ring, 'linear': the empty (m, z, S)}: O(window·d + d·d_v) memory."""
+  """The empty ring and the empty (m, z, S), one dict: O(window·d + d·d_v) memory."""
   args = (batch, heads, head_dim, value_dim)
-  return {'window': _window.decode_init(*args, dtype=dtype, max_len=max_len, window=window),
-          'linear': _linear.decode_init(*args, dtype=dtype, max_len=max_len)}
+  return {**_window.decode_init(*args, dtype=dtype, max_len=max_len, window=window),
+          **_linear.decode_init(*args, dtype=dtype, max_len=max_len)}
 
 
 def decode_step(state, q, k, v, w, *, precision=None, gate=None):
   """One token of both components, mixed by the gate: q, k [b, h, d], v [b, h, e], w [b, 1, 1]."""
   check_gate('decode_step', gate, q.shape[1])
-  local, window_state = _window.decode_step(state['window'], q, k, v, w, precision=precision)
-  global_, linear_state = _linear.decode_step(state['linear'], q, k, v, w, precision=precision)
+  window_state, linear_state = _split(state)
+  local, window_state = _window.decode_step(window_state, q, k, v, w, precision=precision)
+  global_, linear_state = _linear.decode_step(linear_state, q, k, v, w, precision=precision)
   out = mix(gate, local, global_, q.shape[1], local.dtype)
-  return out, {'window': window_state, 'linear': linear_state}
+  return out, {**window_state, **linear_state}
 
 
 def prefill(k, v, mask, *, max_len=None, precision=None, window=DEFAULT_WINDOW):
   """Both states after k, v [b, n, h, *] (mask [b, n, 1, 1]), computed in parallel."""
-  return {'window': _window.prefill(k, v, mask, max_len=max_len, precision=precision,
-                                    window=window),
-          'linear': _linear.prefill(k, v, mask, max_len=max_len, precision=precision)}
+  return {**_window.prefill(k, v, mask, max_len=max_len, precision=precision, window=window),
+          **_linear.prefill(k, v, mask, max_len=max_len, precision=precision)}
 
 
 # Matmul FLOPs of one forward call: the two components' (the mix is elementwise).
