@@ -88,8 +88,9 @@ def test_remat_attention_changes_no_value_or_gradient():
     np.testing.assert_allclose(got, want, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), got_grad,
                  want_grad)
-    # The kernel really runs under jax.checkpoint: a remat in the gradient's jaxpr.
-    assert 'remat' in str(jax.make_jaxpr(jax.grad(loss(remat)))(params))
-    assert 'remat' not in str(jax.make_jaxpr(jax.grad(loss(model)))(params))
+    # The kernel really runs under jax.checkpoint: one more remat per layer in the gradient's
+    # jaxpr (the linear kernels use some of their own).
+    count = lambda m: str(jax.make_jaxpr(jax.grad(loss(m)))(params)).count('remat2[')
+    assert count(remat) == count(model) + cfg.num_layers
   with pytest.raises(ValueError, match="remat_attention must be True or False, got 'yes'"):
     lj.tiny(remat_attention='yes')
