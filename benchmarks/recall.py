@@ -252,14 +252,29 @@ def _pct(mean, std):
   return '-' if mean is None else f'{100 * mean:.1f}%' + ('' if std is None else f' ± {100 * std:.1f}')
 
 
+def machines(rows):
+  """One line per machine: its facts, the measurements' dates and 1-minute load averages."""
+  by = {}
+  for r in rows:
+    h, d = r['host'], r.get('device', {})
+    key = (f"{h['cpu_model']}, {h['cpu_cores']} cores, {h['ram_gib']} GiB RAM; JAX "
+           f"{d.get('jax_version', '?')} on {d.get('device_kind', '?')}")
+    by.setdefault(key, []).append((h['date'], (h.get('load_average_1_5_15') or [None])[0]))
+  lines = []
+  for key, facts in by.items():
+    dates, loads = sorted(f[0] for f in facts), [f[1] for f in facts if f[1] is not None]
+    load = f'; load average (1 min) {min(loads)}-{max(loads)} at start' if loads else ''
+    lines.append(f'{key}; {len(facts)} measurements, {dates[0]} to {dates[-1]}{load}')
+  return lines
+
+
 def markdown(report):
   lines = [f"# Recall against cost ({report['run']})", '',
            f"Command: `{report['command']}`; {len(report['runs'])} of {report['planned_runs']} "
            f"planned training runs and {len(report['throughput'])} of "
            f"{report['planned_throughput']} throughput measurements present.", '']
-  hosts = sorted({harness.machine_line(r['host'], r.get('device', {})) for r in
-                  report['runs'] + report['throughput'] if 'host' in r})
-  lines += ['Machines (per measurement, as recorded):', ''] + [f'- {h}' for h in hosts] + ['']
+  lines += ['Machines (as each measurement recorded them):', ''] + [
+      f'- {m}' for m in machines(report['runs'] + report['throughput'])] + ['']
   lines += ['## MQAR accuracy (causal, last eval) and training tokens/s at n = '
             f"{report['throughput_n']}", '', harness.markdown_table(
                 ['pairs', 'width', 'steps', 'kind', 'accuracy (mean ± std)', 'seeds',
@@ -311,7 +326,9 @@ def figure(report):
 
 def report(out, mode, argv, widths, pairs, kinds, steps):
   """recall.json and recall.md (and recall.png, where matplotlib is installed) from <out>."""
-  runs, speeds = _read(os.path.join(out, 'runs')), _read(os.path.join(out, 'throughput'))
+  order = lambda r: (r['width'], list(KINDS).index(r['kind']))
+  runs = sorted(_read(os.path.join(out, 'runs')), key=lambda r: (r['pairs'], *order(r), r['seed']))
+  speeds = sorted(_read(os.path.join(out, 'throughput')), key=order)
   rep = {'benchmark': 'recall', 'run': mode, 'command': 'python benchmarks/recall.py ' + ' '.join(argv),
          'config': CONFIG, 'throughput_n': MODES[mode]['throughput_n'],
          'planned_runs': len(plan_train(mode, widths, pairs, kinds, steps)),

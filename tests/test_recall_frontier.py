@@ -4,6 +4,7 @@ The --quick study runs end to end (training runs, throughput workers, report);
 a rerun skips every finished run; the full plan is the grid the docstring
 promises; ModelConfig.remat_attention changes no value and no gradient.
 """
+import dataclasses
 import json
 import os
 import sys
@@ -51,6 +52,7 @@ def test_bad_arguments_are_named(capsys):
     assert match in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~50 s on 2 shared cores: two runs of the real trainer, two worker processes
 def test_quick_study_runs_resumes_and_reports(tmp_path, capsys):
   out = str(tmp_path)
   recall.main(['--quick', '--out', out])
@@ -77,20 +79,18 @@ def test_quick_study_runs_resumes_and_reports(tmp_path, capsys):
 
 def test_remat_attention_changes_no_value_or_gradient():
   tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 20)), jnp.int32)
-  for kind in ('softmax', 'linear+window'):
-    cfg = lj.tiny(attention=kind, causal=True, window=4)
-    model, remat = lj.MLMModel(cfg), lj.MLMModel(lj.tiny(attention=kind, causal=True, window=4,
-                                                         remat_attention=True))
-    params = model.init(jax.random.key(0), tokens)
-    loss = lambda m: lambda p: jnp.mean(m.apply(p, tokens) ** 2)
-    want, want_grad = jax.value_and_grad(loss(model))(params)
-    got, got_grad = jax.value_and_grad(loss(remat))(params)
-    np.testing.assert_allclose(got, want, rtol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), got_grad,
-                 want_grad)
-    # The kernel really runs under jax.checkpoint: one more remat per layer in the gradient's
-    # jaxpr (the linear kernels use some of their own).
-    count = lambda m: str(jax.make_jaxpr(jax.grad(loss(m)))(params)).count('remat2[')
-    assert count(remat) == count(model) + cfg.num_layers
+  cfg = lj.tiny(attention='softmax', causal=True, num_layers=1)
+  model, remat = lj.MLMModel(cfg), lj.MLMModel(dataclasses.replace(cfg, remat_attention=True))
+  params = model.init(jax.random.key(0), tokens)
+  loss = lambda m: lambda p: jnp.mean(m.apply(p, tokens) ** 2)
+  want, want_grad = jax.value_and_grad(loss(model))(params)
+  got, got_grad = jax.value_and_grad(loss(remat))(params)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), got_grad,
+               want_grad)
+  # The kernel really runs under jax.checkpoint: one more remat per layer in the gradient's
+  # jaxpr (some kernels use their own too).
+  count = lambda m: str(jax.make_jaxpr(jax.grad(loss(m)))(params)).count('remat2[')
+  assert count(remat) == count(model) + cfg.num_layers
   with pytest.raises(ValueError, match="remat_attention must be True or False, got 'yes'"):
     lj.tiny(remat_attention='yes')

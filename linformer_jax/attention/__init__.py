@@ -341,7 +341,9 @@ def flax_attention_fn(kind, *, causal=False, e_proj=None, f_proj=None, chunk_siz
   accepts no mask or a key-padding mask broadcastable over the heads and query
   axes ([batch, 1, 1, kv_len]); any other mask (causal, query-dependent) raises
   ValueError: use `causal=True` for causal attention. Attention-weight dropout
-  is not supported (the linear kernels never form the weights).
+  is not supported (the linear kernels never form the weights). A gated kind
+  ('linear+window') gets its default gate here, an even mix in every head
+  (its learned gate lives in `linformer_jax.MultiHeadAttention`).
   """
   record = check(kind, causal=causal)
   projections = None
