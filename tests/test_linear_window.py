@@ -129,8 +129,8 @@ def test_bad_gates_and_implementations_are_named():
   with pytest.raises(ValueError, match=r"gate= is for the gated kinds .* not 'window'"):
     lj.decode_step('window', lj.decode_init('window', B, H, D, DV, window=2), q[:, 0], k[:, 0],
                    v[:, 0], gate=jnp.zeros(H))
-  with pytest.raises(ValueError, match="has no implementation 'blocked'"):
-    lj.attend(KIND, q, k, v, implementation='blocked')
+  with pytest.raises(ValueError, match=r"has no implementation 'scan'; valid: None .* \('blocked', 'jax'\)"):
+    lj.attend(KIND, q, k, v, causal=True, implementation='scan')
   with pytest.raises(ValueError, match='window must be a positive int'):
     lj.attend(KIND, q, k, v, window=0)
 

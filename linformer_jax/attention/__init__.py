@@ -158,6 +158,8 @@ TABLE = {kind.name: kind for kind in (
     # The paper's attention and the window on the same q, k, v, mixed per head by a learned gate.
     Kind('linear+window', functools.partial(linear_window_attention, causal=False),
          _linear_window_causal, windowed=True, gated=True, naive=naive.linear_window,
+         implementations=_linear_window.IMPLEMENTATIONS,
+         causal_implementations=_linear_window.IMPLEMENTATIONS,
          **_module(_linear_window)),
 )}
 

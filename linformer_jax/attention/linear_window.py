@@ -9,8 +9,8 @@ the local detail a fixed-size state keeps exactly; linear: the paper's
 softmax_feat(Q) · (softmax_seq(K)ᵀ V) over the whole (causal: prefix) sequence
 (linear.py), the global summary. `gate` [heads] are logits (the layer's
 parameter; None: zeros, g = 0.5). Cost: the sum of both, O(n·(window + d)·d).
-Each component runs its backend's default implementation (`implementation=`
-is not taken).
+`implementation=` picks the window component's ('blocked' or 'jax'; None: its
+default for the backend); the linear component runs its own default.
 
 Recurrent decoding carries both states in one flat dict (their names do not
 overlap): the window's ring of the last `window` keys and values ('key',
@@ -23,11 +23,12 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from linformer_jax.attention import common
 from linformer_jax.attention import linear as _linear
 from linformer_jax.attention import window as _window
 from linformer_jax.attention.window import DEFAULT_WINDOW
 
-IMPLEMENTATIONS = ()
+IMPLEMENTATIONS = _window.IMPLEMENTATIONS  # the window component's
 
 
 def check_gate(name, gate, heads):
@@ -57,15 +58,15 @@ def linear_window_attention(query, key, value, *, gate=None, key_mask=None, caus
   heads, d_v] in the query's dtype; gate [heads] logits (None: zeros);
   key_mask [batch, n] bool. q_len must equal kv_len (the window is over
   positions). `window` and `causal` as in `window_attention`, `chunk_size` as
-  in `linear_attention`'s causal form. Differentiable in q, k, v and gate.
+  in `linear_attention`'s causal form, `implementation` the window
+  component's (see `window_attention`). Differentiable in q, k, v and gate.
   """
-  if implementation is not None:
-    raise ValueError(f'linear_window_attention: implementation={implementation!r}; each component '
-                     'runs its default implementation, so only None is valid')
+  common.check_implementation('linear_window_attention', implementation, IMPLEMENTATIONS)
   if query.ndim == 4:
     check_gate('linear_window_attention', gate, query.shape[2])
   local = _window.window_attention(query, key, value, key_mask=key_mask, causal=causal,
-                                   window=window, precision=precision)
+                                   window=window, implementation=implementation,
+                                   precision=precision)
   global_ = _linear.linear_attention(query, key, value, key_mask=key_mask, causal=causal,
                                      chunk_size=chunk_size, precision=precision)
   return mix(gate, local, global_, query.shape[2], query.dtype)
