@@ -244,6 +244,9 @@ def summarize(runs, speeds):
     rows.append({'kind': kind, 'width': w, 'pairs': p, 'steps': steps,
                  'seeds': sorted(r['seed'] for r in rs), 'accuracy_mean': mean,
                  'accuracy_std': std, 'tokens_per_s': tokens.get((kind, w)),
+                 # per seed: the first eval step at >= 99% accuracy (None: never)
+                 'steps_to_99': [next((step for step, _, acc in r['curve'] if acc >= 0.99), None)
+                                 for r in sorted(rs, key=lambda r: r['seed'])],
                  'mode_guess': rs[0]['baselines'].get('baseline_mode_guess_accuracy')})
   return rows
 
@@ -278,9 +281,10 @@ def markdown(report):
   lines += ['## MQAR accuracy (causal, last eval) and training tokens/s at n = '
             f"{report['throughput_n']}", '', harness.markdown_table(
                 ['pairs', 'width', 'steps', 'kind', 'accuracy (mean ± std)', 'seeds',
-                 'tokens/s', 'no-recall baseline'],
+                 'first eval >= 99% (per seed)', 'tokens/s', 'no-recall baseline'],
                 [[r['pairs'], r['width'], r['steps'], r['kind'],
                   _pct(r['accuracy_mean'], r['accuracy_std']), len(r['seeds']),
+                  ' / '.join('-' if s is None else str(s) for s in r['steps_to_99']),
                   harness.fmt(r['tokens_per_s']), _pct(r['mode_guess'], None)]
                  for r in report['summary']]), '']
   lines += ['## Training throughput, batch 1', '', harness.markdown_table(
@@ -313,14 +317,20 @@ def figure(report):
                   marker=markers[r['width']], capsize=3, ls='none',
                   color=f"C{list(KINDS).index(r['kind'])}",
                   label=f"{r['kind']}, width {r['width']}")
+    missing = [f"{r['kind']} (w {r['width']}): {_pct(r['accuracy_mean'], None)}"
+               for r in report['summary'] if r['pairs'] == p and not r['tokens_per_s']]
+    if missing:  # trained, but no throughput to place them by
+      ax.text(0.02, 0.02, 'no tokens/s: ' + ', '.join(missing), transform=ax.transAxes, fontsize=6)
     ax.set_xscale('log')
+    ax.margins(x=0.2)
     ax.set_xlabel(f"training tokens/s at n = {report['throughput_n']}")
     ax.set_title(f'{p} key-value pairs')
     ax.set_ylim(0, 1.02)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=6)
   axes[0][0].set_ylabel('MQAR accuracy')
-  fig.suptitle(f"Recall against cost ({report['run']} run)")
+  fig.suptitle(f"Recall against cost ({report['run']} run: {len(report['runs'])} of "
+               f"{report['planned_runs']} planned runs)")
   return fig
 
 
