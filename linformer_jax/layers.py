@@ -94,9 +94,10 @@ def attend(cfg, q, k, v, key_mask=None, projections=None, gate=None):
   """The kernel of single-kind `cfg` on q, k, v [batch, n, heads, d], as configured.
 
   With cfg.remat_attention the kernel runs under jax.checkpoint: the backward
-  pass recomputes it instead of keeping its residuals (softmax's n×n weights),
-  one more forward of the kernel for O(n·d) memory per layer. Shared by the
-  linen and NNX layers.
+  pass recomputes it (one more forward of the kernel) so that its residuals,
+  softmax's n×n weights, need not be kept per layer. Whether memory falls is
+  XLA's scheduling: on XLA:CPU it measured no lower (benchmarks/README.md,
+  recall section). Shared by the linen and NNX layers.
   """
   fn = functools.partial(kernels.attend, cfg.attention, causal=cfg.causal, chunk_size=cfg.chunk_size,
                          implementation=cfg.kernel_implementation, precision=cfg.matmul_precision,
