@@ -11,8 +11,10 @@ Under an ambient mesh whose axis 'sequence' has size > 1 (`jax.set_mesh`), the
 attention and convolution kernels split every sequence over that axis
 (`sequence_sharding`); decoding is single-device.
 """
+import functools
 import math
 
+import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
@@ -34,7 +36,8 @@ class MultiHeadAttention(nn.Module):
   shared as `config.linformer_sharing` says (Wang et al. 2020, section 4):
   'none' one E and F per head, 'headwise' one E and F per layer, 'key-value'
   one E = F per layer, 'layerwise' one E = F for the whole encoder (passed in
-  as `shared_proj`).
+  as `shared_proj`). A gated kind ('linear+window') adds 'gate' [heads], its
+  per-head mixing logits, initialised to 0 (an even mix).
   """
   config: ModelConfig
 
@@ -58,21 +61,20 @@ class MultiHeadAttention(nn.Module):
       q, k = rotary(q, offset=offset), rotary(k, offset=offset)
     out_proj = nn.DenseGeneral(cfg.emb_dim, axis=(-2, -1), name='out', **cfg.dense_kwargs())
     precision = cfg.matmul_precision
+    gate = (self.param('gate', nn.initializers.zeros_init(), (cfg.num_heads,),
+                       jnp.dtype(cfg.param_dtype)) if cfg.kind.gated else None)
     if cache is not None or prefill:
       check_decodable(cfg)
       real = None if key_mask is None else key_mask[:, 0]
       if cache is not None:
         out, cache = kernels.decode_step(cfg.attention, cache, q[:, 0], k[:, 0], v[:, 0],
-                                         key_mask=real, precision=precision)
+                                         key_mask=real, precision=precision, gate=gate)
         return out_proj(out[:, None].astype(dtype)), cache
       max_len = cfg.max_len if cfg.kind.bounded_context else None
       cache = kernels.causal_state(cfg.attention, k, v, key_mask=key_mask, max_len=max_len,
                                    precision=precision, window=cfg.kernel_window)
     projections = self._linformer_projections(shared_proj) if cfg.kind.needs_projections else None
-    out = out_proj(sequence_sharding.attend(
-        cfg.attention, q, k, v, key_mask=key_mask, causal=cfg.causal, chunk_size=cfg.chunk_size,
-        projections=projections, implementation=cfg.kernel_implementation, precision=precision,
-        window=cfg.kernel_window))
+    out = out_proj(attend(cfg, q, k, v, key_mask, projections, gate))
     return (out, cache) if prefill else out
 
   def _linformer_projections(self, shared_proj):
@@ -90,6 +92,24 @@ class MultiHeadAttention(nn.Module):
     if cfg.linformer_sharing == 'none':
       shape = (cfg.num_heads,) + shape
     return param('linformer_e', shape), param('linformer_f', shape)
+
+
+def attend(cfg, q, k, v, key_mask=None, projections=None, gate=None):
+  """The kernel of single-kind `cfg` on q, k, v [batch, n, heads, d], as configured.
+
+  With cfg.remat_attention the kernel runs under jax.checkpoint: the backward
+  pass recomputes it (one more forward of the kernel) so that its residuals,
+  softmax's n×n weights, need not be kept per layer. Whether memory falls is
+  XLA's scheduling: on XLA:CPU it measured no lower (benchmarks/README.md,
+  recall section). Shared by the linen and NNX layers.
+  """
+  fn = functools.partial(sequence_sharding.attend, cfg.attention, causal=cfg.causal,
+                         chunk_size=cfg.chunk_size,
+                         implementation=cfg.kernel_implementation, precision=cfg.matmul_precision,
+                         window=cfg.kernel_window)
+  if cfg.remat_attention:
+    fn = jax.checkpoint(fn)
+  return fn(q, k, v, key_mask=key_mask, projections=projections, gate=gate)
 
 
 def check_decodable(cfg):

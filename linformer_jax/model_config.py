@@ -75,6 +75,7 @@ class ModelConfig:
   dtype: str = 'float32'          # compute dtype, one of DTYPES: matmul operands (float32 accumulation)
   param_dtype: str = 'float32'    # parameter dtype, one of PARAM_DTYPES (the optimizer's state follows it)
   precision: str = 'default'      # matmul precision, one of PRECISIONS
+  remat_attention: bool = False   # recompute each attention kernel in the backward pass (jax.checkpoint)
 
   def __post_init__(self):
     check = _check
@@ -103,6 +104,8 @@ class ModelConfig:
     for name in ('max_len', 'num_layers', 'num_heads', 'emb_dim', 'mlp_dim', 'chunk_size', 'linformer_k',
                  'window'):
       check(getattr(self, name) > 0, f'{name} must be positive, got {getattr(self, name)}')
+    check(isinstance(self.remat_attention, bool),
+          f'remat_attention must be True or False, got {self.remat_attention!r}')
     check(0.0 <= self.dropout_rate < 1.0, f'dropout_rate must be in [0, 1), got {self.dropout_rate}')
     if self.layer_attention:
       self._check_layers()

@@ -22,7 +22,7 @@ from flax import nnx
 
 from linformer_jax import attention as kernels
 from linformer_jax import sequence_sharding
-from linformer_jax.layers import _linformer_init, mix_locally, rotary
+from linformer_jax.layers import _linformer_init, attend, mix_locally, rotary
 from linformer_jax.model_config import ModelConfig
 
 if 'promote_dtype' not in inspect.signature(nnx.LayerNorm.__init__).parameters:
@@ -54,7 +54,8 @@ class MultiHeadAttention(nnx.Module):
   Parameters 'query', 'key', 'value', 'out' as in the linen module; Linformer
   adds 'linformer_e' ('linformer_f') by `config.linformer_sharing`: 'none'
   [heads, k, max_len] each, 'headwise' [k, max_len] each, 'key-value' one
-  E = F, 'layerwise' none here (the Encoder passes its `shared_proj`).
+  E = F, 'layerwise' none here (the Encoder passes its `shared_proj`). A gated
+  kind ('linear+window') adds 'gate' [heads], its mixing logits, zeros at init.
   """
 
   def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
@@ -65,6 +66,8 @@ class MultiHeadAttention(nnx.Module):
     dense = lambda: nnx.LinearGeneral(cfg.emb_dim, heads, rngs=rngs, **cfg.dense_kwargs())
     self.query, self.key, self.value = dense(), dense(), dense()
     self.out = nnx.LinearGeneral(heads, cfg.emb_dim, axis=(-2, -1), rngs=rngs, **cfg.dense_kwargs())
+    self.gate = (nnx.Param(jnp.zeros((cfg.num_heads,), jnp.dtype(cfg.param_dtype)))
+                 if cfg.kind.gated else None)
     sharing = cfg.linformer_sharing
     if cfg.kind.needs_projections and sharing != 'layerwise':
       shape = (cfg.linformer_k, cfg.max_len)
@@ -85,10 +88,8 @@ class MultiHeadAttention(nnx.Module):
     q, k, v = (dense(x).astype(dtype) for dense in (self.query, self.key, self.value))
     if cfg.position == 'rotary':
       q, k = rotary(q), rotary(k)
-    return self.out(sequence_sharding.attend(
-        cfg.attention, q, k, v, key_mask=key_mask, causal=cfg.causal, chunk_size=cfg.chunk_size,
-        projections=self._projections(shared_proj), implementation=cfg.kernel_implementation,
-        precision=cfg.matmul_precision, window=cfg.kernel_window))
+    return self.out(attend(cfg, q, k, v, key_mask, self._projections(shared_proj),
+                           None if self.gate is None else self.gate[...]))
 
   def _projections(self, shared_proj):
     cfg = self.config

@@ -67,7 +67,7 @@ def _spec(mesh, x, what):
 
 
 def attend(kind, query, key, value, *, key_mask=None, causal=False, chunk_size=64,
-           projections=None, implementation=None, precision=None, window=None):
+           projections=None, implementation=None, precision=None, window=None, gate=None):
   """`attention.attend` (same arguments, shapes and result), split over the
   ambient mesh's 'sequence' axis where it has size > 1 and the kind has a
   context-parallel form (see the module docstring); otherwise `attention.attend`
@@ -77,7 +77,8 @@ def attend(kind, query, key, value, *, key_mask=None, causal=False, chunk_size=6
   if mesh is None or kernels.get(kind).context_parallel is None or window is not None:
     return kernels.attend(kind, query, key, value, key_mask=key_mask, causal=causal,
                           chunk_size=chunk_size, projections=projections,
-                          implementation=implementation, precision=precision, window=window)
+                          implementation=implementation, precision=precision, window=window,
+                          gate=gate)
   spec = _spec(mesh, query, f'{kind!r} attention')
   sharded = [query, key, value] + ([] if key_mask is None else [key_mask])
 

@@ -173,7 +173,7 @@ def test_bad_window_is_a_value_error_naming_it(window):
 
 def test_window_is_for_windowed_kinds_and_positions():
   q, k, v, _, _ = _data(jnp.float32)
-  with pytest.raises(ValueError, match=r"window=8 is for the windowed kinds \('window',\), not 'softmax'"):
+  with pytest.raises(ValueError, match=r"window=8 is for the windowed kinds \('window', 'linear\+window'\), not 'softmax'"):
     lj.attend('softmax', q, k, v, window=8)
   with pytest.raises(ValueError, match='q_len must equal kv_len'):
     lj.window_attention(q[:, :5], k, v)

@@ -25,6 +25,7 @@ from linformer_jax.attention import common
 from linformer_jax.attention import context_parallel as _cp
 from linformer_jax.attention import elu_linear as _elu
 from linformer_jax.attention import linear as _linear
+from linformer_jax.attention import linear_window as _linear_window
 from linformer_jax.attention import linformer as _linformer
 from linformer_jax.attention import naive
 from linformer_jax.attention import softmax as _softmax
@@ -32,6 +33,7 @@ from linformer_jax.attention import window as _window
 from linformer_jax.attention.context_parallel import attend_sharded
 from linformer_jax.attention.elu_linear import elu_linear_attention
 from linformer_jax.attention.linear import linear_attention
+from linformer_jax.attention.linear_window import linear_window_attention
 from linformer_jax.attention.linformer import linformer_attention
 from linformer_jax.attention.softmax import softmax_attention
 from linformer_jax.attention.window import window_attention
@@ -52,6 +54,8 @@ class Kind:
   for the causal form. naive(q, k, v, mask, causal[, projections]) is the
   explicit reference. A `windowed` kind's parallel, causal, decode_init and
   prefill also take `window=` (its decode_step reads it from the state's shape).
+  A `gated` kind's parallel, causal and decode_step also take `gate=`, per-head
+  logits [heads] (None: zeros), a parameter the layer must create.
   context_parallel computes the kind on a sequence split over a mesh axis
   (context_parallel.py; None: the kind has no such form).
   """
@@ -65,6 +69,7 @@ class Kind:
   bounded_context: bool = False    # inputs (linformer) or decoding state (a KV cache) end at max_len
   supports_rotary: bool = False    # rotary positions keep their meaning through this kernel
   windowed: bool = False           # takes window= (the sliding window's size)
+  gated: bool = False              # takes gate= (per-head mixing logits [heads]: a layer parameter)
   takes_initial_state: bool = False  # its causal form can start from a decoding state
   implementations: tuple = ()
   causal_implementations: tuple = ()
@@ -105,6 +110,15 @@ def _window_causal(q, k, v, *, key_mask=None, chunk_size=None, implementation=No
                           implementation=implementation, precision=precision)
 
 
+def _linear_window_causal(q, k, v, *, key_mask=None, chunk_size=64, implementation=None,
+                          precision=None, window=_window.DEFAULT_WINDOW, initial_state=None,
+                          gate=None):
+  del initial_state  # attend refuses one: the record says takes_initial_state=False
+  return linear_window_attention(q, k, v, gate=gate, key_mask=key_mask, causal=True, window=window,
+                                 chunk_size=chunk_size, implementation=implementation,
+                                 precision=precision)
+
+
 def _linformer_parallel(q, k, v, *, key_mask=None, implementation=None, precision=None,
                         projections=None):
   del implementation
@@ -141,6 +155,12 @@ TABLE = {kind.name: kind for kind in (
          supports_rotary=True, windowed=True, implementations=_window.IMPLEMENTATIONS,
          causal_implementations=_window.IMPLEMENTATIONS, naive=naive.window,
          **_module(_window)),
+    # The paper's attention and the window on the same q, k, v, mixed per head by a learned gate.
+    Kind('linear+window', functools.partial(linear_window_attention, causal=False),
+         _linear_window_causal, windowed=True, gated=True, naive=naive.linear_window,
+         implementations=_linear_window.IMPLEMENTATIONS,
+         causal_implementations=_linear_window.IMPLEMENTATIONS,
+         **_module(_linear_window)),
 )}
 
 # The kernel kinds, by the name `attend` and the modules use.
@@ -196,8 +216,18 @@ def _window_kwargs(kind, record, window):
   return {'window': window}
 
 
+def _gate_kwargs(kind, record, gate):
+  """{'gate': gate} for a gated kind (None: its default, zeros), {} otherwise."""
+  if gate is None:
+    return {}
+  if not record.gated:
+    gated = tuple(name for name, k in TABLE.items() if k.gated)
+    raise ValueError(f'gate= is for the gated kinds {gated}, not {kind!r}')
+  return {'gate': gate}
+
+
 def attend(kind, query, key, value, *, key_mask=None, causal=False, chunk_size=64, projections=None,
-           implementation=None, precision=None, initial_state=None, window=None):
+           implementation=None, precision=None, initial_state=None, window=None, gate=None):
   """The kernel named `kind` (one of KINDS) on [batch, n, heads, d] inputs.
 
   `projections` = (e_proj, f_proj) for kinds that need them ('linformer'; see
@@ -205,13 +235,15 @@ def attend(kind, query, key, value, *, key_mask=None, causal=False, chunk_size=6
   `implementation` (None: the best for the backend) must be one the kind's
   record lists. `initial_state` (causal linear kinds): the decoding state of
   the positions before these (`causal_state`); `window` is the sliding window
-  of windowed kinds ('window'; None: the kernel's default, 64). Raises
-  ValueError for an unknown kind, a causal call of a kind without a causal
-  form, missing or misplaced projections, or a window for a kind without one.
+  of windowed kinds ('window', 'linear+window'; None: the kernel's default,
+  64); `gate` the per-head mixing logits [heads] of gated kinds
+  ('linear+window'; None: zeros, an even mix). Raises ValueError for an
+  unknown kind, a causal call of a kind without a causal form, missing or
+  misplaced projections, or a window or gate for a kind without one.
   """
   record = check_call(kind, causal=causal, implementation=implementation, projections=projections)
   kwargs = dict(key_mask=key_mask, implementation=implementation, precision=precision,
-                **_window_kwargs(kind, record, window))
+                **_window_kwargs(kind, record, window), **_gate_kwargs(kind, record, gate))
   if record.needs_projections:
     kwargs['projections'] = projections
   if initial_state is not None and not (causal and record.takes_initial_state):
@@ -237,6 +269,7 @@ def decode_init(kind, batch, heads, head_dim, value_dim, *, max_len=None, dtype=
   mask of each slot and the number of tokens so far: O(max_len·d) memory.
   'window': a ring of the last `window` keys and values (None: 64), their mask
   and the number of tokens so far: O(window·d) memory, max_len unused.
+  'linear+window': that ring and that (m, z, S) in one dict.
   """
   record = check(kind, decoding=True)
   return record.decode_init(batch, heads, head_dim, value_dim, max_len=max_len, dtype=dtype,
@@ -244,18 +277,21 @@ def decode_init(kind, batch, heads, head_dim, value_dim, *, max_len=None, dtype=
 
 
 @functools.partial(jax.jit, static_argnames=('kind', 'precision'))
-def decode_step(kind, state, query, key, value, *, key_mask=None, precision=None):
+def decode_step(kind, state, query, key, value, *, key_mask=None, precision=None, gate=None):
   """One causal step: (out [batch, heads, value_dim], new state).
 
   query, key [batch, heads, head_dim], value [batch, heads, value_dim] are the
   next position's; key_mask [batch] bool, False where this token is padding (its
   key and value add nothing). Feeding positions 0..n-1 in order gives the
   causal kernel's outputs (`attend(kind, ..., causal=True)`). Computes in the
-  state's dtype, returns the query's. Cost per token: O(d·d_v) for the linear
+  state's dtype, returns the query's. `gate`: the per-head logits [heads] of
+  a gated kind (None: zeros). Cost per token: O(d·d_v) for the linear
   kinds, O(max_len·d) for 'softmax' (past max_len tokens its outputs are NaN),
-  O(window·d) for 'window' (its window is the state's).
+  O(window·d) for 'window' (its window is the state's), the sum of both for
+  'linear+window'.
   """
   record = check(kind, decoding=True)
+  gated = _gate_kwargs(kind, record, gate)
   b, h, d = query.shape
   if key.shape != (b, h, d) or value.shape[:2] != (b, h) or value.ndim != 3:
     raise ValueError(f'decode_step: query and key must be [batch, heads, head_dim] and value '
@@ -266,7 +302,7 @@ def decode_step(kind, state, query, key, value, *, key_mask=None, precision=None
   q, k, v = (x.astype(dtype) for x in (query, key, value))
   real = jnp.ones((b,), bool) if key_mask is None else key_mask
   out, state = record.decode_step(state, q, k, v, real.astype(dtype)[:, None, None],
-                                  precision=precision)
+                                  precision=precision, **gated)
   return out.astype(query.dtype), state
 
 
@@ -307,7 +343,9 @@ def flax_attention_fn(kind, *, causal=False, e_proj=None, f_proj=None, chunk_siz
   accepts no mask or a key-padding mask broadcastable over the heads and query
   axes ([batch, 1, 1, kv_len]); any other mask (causal, query-dependent) raises
   ValueError: use `causal=True` for causal attention. Attention-weight dropout
-  is not supported (the linear kernels never form the weights).
+  is not supported (the linear kernels never form the weights). A gated kind
+  ('linear+window') gets its default gate here, an even mix in every head
+  (its learned gate lives in `linformer_jax.MultiHeadAttention`).
   """
   record = check(kind, causal=causal)
   projections = None

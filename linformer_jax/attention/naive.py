@@ -62,6 +62,14 @@ def window(q, k, v, mask=None, causal=False, window=64):  # pylint: disable=rede
   return softmax(q, k, v, mask, causal, window)
 
 
+def linear_window(q, k, v, mask=None, causal=False, window=64, gate=None):  # pylint: disable=redefined-outer-name
+  """g·window + (1 − g)·linear per head, g = sigmoid(gate) ([heads] logits; None: zeros, g = 0.5)."""
+  gate = jnp.zeros((q.shape[2],), q.dtype) if gate is None else gate
+  g = jax.nn.sigmoid(gate)[:, None]
+  return (g * softmax(q, k, v, mask, causal, window) +
+          (1 - g) * linear(q, k, v, mask, causal))
+
+
 def linformer(q, k, v, mask=None, causal=False, projections=None):
   """softmax(Q (E K)ᵀ / sqrt(d)) (F V), padded keys and values zeroed first; [k, n] projections."""
   assert not causal, 'linformer has no causal form'

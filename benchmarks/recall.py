@@ -1,0 +1,419 @@
+r"""Recall against cost: MQAR accuracy and training tokens/s for each attention, one frontier.
+
+  python benchmarks/recall.py                 # everything: train runs, throughput, report
+  python benchmarks/recall.py train   [--widths 64 --pairs 16 --kinds softmax,linear --steps N]
+  python benchmarks/recall.py throughput [--widths 128 --kinds ...]
+  python benchmarks/recall.py report          # the table and the plot from what has finished
+  python benchmarks/recall.py --quick         # smoke run: 1 tiny cell, 2 kinds, 2 steps
+
+Accuracy: causal MQAR (configs/recall_causal.py, data/recall.py; next-token
+prediction, scored at each query key) over width (64, 128) × key-value pairs
+(16, 64, 256), seq_len = 4 · pairs (the pairs, then their queries: 1024 tokens
+for 256 pairs), key ids max(32, 2 · pairs), 8-layer models (mlp 2 · width,
+conv_width 3 in every block as in the config, so attention is the only
+difference), the config's steps (600) and learning rate. 3 seeds at width 128
+with 64 and 256 pairs, 1 elsewhere: 8 kinds × 10 runs = 80 runs. Not run whole:
+the one cell measured (width 64, 16 pairs) took 5-9 min per run on 2 shared CPU
+cores; scaling by tokens per step (×4, ×16 for 64 and 256 pairs) and ~2.5× for
+width 128 puts the grid near 150 hours there, so it is sized for an
+accelerator. Kinds (KINDS): softmax, linear (the paper's),
+elu_linear, window (w = 64), hybrids 3:1 and 7:1 (linear layers, every 4th or
+8th softmax), linear+window (one layer, gated per head) and none (the
+attention-free control: the convolutions alone).
+
+Throughput: training tokens/s at n = 16384, batch 1, per kind and width: the
+same 8-layer causal model through train_throughput.py's worker (the train
+library's AdamW step, a fresh process each, median of a few steps after a
+warm-up); models with a softmax layer recompute their attention in the backward
+pass (ModelConfig.remat_attention, jax.checkpoint) so that no n×n weights are
+kept per layer. A worker whose XLA plan would not fit is recorded as skipped.
+
+Resumable run by run: every training run writes <out>/runs/<name>.json and
+every throughput measurement <out>/throughput/<name>.json as it finishes; a
+rerun skips those that exist (delete one to redo it). `report` reads whatever
+is there and writes recall.json, recall.md (accuracy per cell, mean ± std over
+seeds; tokens/s; every run) and recall.png (accuracy against tokens/s, one
+panel per number of pairs; skipped with a note where matplotlib is missing).
+Outputs: --out, default benchmarks/results/recall/ (--quick:
+benchmarks/quick/recall/); training workdirs go to <out>/tmp/ (git-ignored).
+"""
+import argparse
+import glob
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+CONFIG = 'configs/recall_causal.py'
+STEPS = ('all', 'train', 'throughput', 'report')
+
+# name -> the model keys that make the kind (on top of the config's model).
+KINDS = {
+    'softmax': {'attention': 'softmax'},
+    'linear': {'attention': 'linear'},
+    'elu_linear': {'attention': 'elu_linear'},
+    'window': {'attention': 'window'},
+    'hybrid 3:1': {'layer_attention': 'linear,linear,linear,softmax'},
+    'hybrid 7:1': {'layer_attention': ','.join(['linear'] * 7 + ['softmax'])},
+    'linear+window': {'attention': 'linear+window'},
+    'none': {'attention': 'none'},
+}
+
+MODES = {
+    'full': dict(widths=(64, 128), pairs=(16, 64, 256), kinds=tuple(KINDS), num_layers=8,
+                 window=64, steps=None, batch_size=None, num_eval_batches=None,
+                 seeds={(128, 64): 3, (128, 256): 3}, throughput_n=16384, reps=3,
+                 budget_s=600.0, max_warmup_s=900.0, worker_timeout_s=3 * 3600),
+    # One tiny cell, two kinds, two steps: seconds, and every code path.
+    'quick': dict(widths=(16,), pairs=(2,), kinds=('linear', 'linear+window'), num_layers=2,
+                  window=4, steps=2, batch_size=4, num_eval_batches=1, seeds={},
+                  throughput_n=64, reps=1, budget_s=5.0, max_warmup_s=5.0,
+                  worker_timeout_s=300),
+}
+
+
+def _name(*parts):
+  return '_'.join(str(p) for p in parts).replace(' ', '').replace(':', 'to')
+
+
+def has_softmax(kind):
+  spec = KINDS[kind]
+  return 'softmax' in (spec.get('attention', ''), *spec.get('layer_attention', '').split(','))
+
+
+def model_keys(kind, width, mode):
+  """ModelConfig keys of one kind at one width (the config's other keys unchanged)."""
+  m = MODES[mode]
+  return dict(KINDS[kind], num_layers=m['num_layers'], emb_dim=width, mlp_dim=2 * width,
+              window=m['window'])
+
+
+# ----------------------------------------------------------------------------- accuracy
+
+
+def plan_train(mode, widths, pairs, kinds, steps):
+  """(name, kind, width, pairs, seed, flattened config overrides) of every training run."""
+  m = MODES[mode]
+  plan = []
+  for p in pairs:
+    for w in widths:
+      for seed in range(m['seeds'].get((w, p), 1)):
+        for kind in kinds:
+          o = {f'model.{k}': v for k, v in model_keys(kind, w, mode).items()}
+          o.update({'num_pairs': p, 'seq_len': 4 * p, 'key_vocab_size': max(32, 2 * p) if
+                    mode == 'full' else 8, 'value_vocab_size': 16 if mode == 'full' else 8,
+                    'seed': seed})
+          for key in ('batch_size', 'num_eval_batches'):
+            if m[key] is not None:
+              o[key] = m[key]
+          if steps is not None:
+            o['num_train_steps'] = steps
+          plan.append((_name('w', w, 'p', p, kind, 'seed', seed, 'steps', steps or 'cfg'),
+                       kind, w, p, seed, o))
+  return plan
+
+
+def run_one(overrides, workdir):
+  """Trains one run in this process; its last eval, curve and the train.py command."""
+  from linformer_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from linformer_jax import metrics  # pylint: disable=g-import-not-at-top
+  from linformer_jax import trainer  # pylint: disable=g-import-not-at-top
+  steps = overrides.get('num_train_steps') or config_lib.load(os.path.join(REPO, CONFIG)).num_train_steps
+  # Five evaluations give the curve; the last is the score.
+  overrides = dict(overrides, warmup_steps=max(1, steps // 20), log_every_steps=max(1, steps // 10),
+                   eval_every_steps=max(1, steps // 5), checkpoint_every_steps=steps,
+                   keep_checkpoints=1)
+  config = config_lib.load(os.path.join(REPO, CONFIG), overrides)
+  shutil.rmtree(workdir, ignore_errors=True)  # a stale checkpoint would be resumed
+  tic = time.time()
+  trainer.train_and_evaluate(config, workdir)
+  wall = time.time() - tic
+  records = metrics.read_metrics(workdir)
+  evals = [r for r in records if 'eval_loss' in r]
+  if not evals:
+    raise RuntimeError(f'no eval record in {workdir}/metrics.jsonl')
+  base = {k: v for k, v in records[0].items() if k.startswith('baseline_')}
+  return {'status': 'ok', 'eval_accuracy': evals[-1]['eval_accuracy'],
+          'eval_loss': evals[-1]['eval_loss'], 'steps': evals[-1]['step'], 'wall_s': round(wall, 1),
+          'baselines': base, 'curve': [(r['step'], r['eval_loss'], r['eval_accuracy']) for r in evals],
+          'command': f'python train.py --config={CONFIG} --workdir=... ' + ' '.join(
+              f'--config.{k}={v!r}' if isinstance(v, str) else f'--config.{k}={v}'
+              for k, v in overrides.items())}
+
+
+def train(out, mode, widths, pairs, kinds, steps):
+  """Every planned run not yet in <out>/runs/; each writes its JSON when it ends."""
+  import jax  # pylint: disable=g-import-not-at-top
+  os.makedirs(os.path.join(out, 'runs'), exist_ok=True)
+  plan = plan_train(mode, widths, pairs, kinds, steps)
+  for i, (name, kind, w, p, seed, o) in enumerate(plan):
+    path = os.path.join(out, 'runs', name + '.json')
+    if os.path.exists(path):
+      print(f'[{i + 1}/{len(plan)}] {name}: done before, skipped', flush=True)
+      continue
+    row = {'name': name, 'kind': kind, 'width': w, 'pairs': p, 'seed': seed, 'overrides': o,
+           'host': harness.host_info(), 'device': harness.device_info()}
+    try:
+      row.update(run_one(o, os.path.join(out, 'tmp', name)))
+    except Exception as e:  # pylint: disable=broad-except
+      row.update(status='failed', reason=f'{type(e).__name__}: {str(e)[:300]}')
+    finally:
+      jax.clear_caches()  # compiled programs pile up in one long process (quality.py)
+    row['load_average_end'] = harness.load_average()
+    if row['status'] == 'ok':  # a failed run is reported, not stored: a rerun tries again
+      with open(path, 'w') as f:
+        json.dump(row, f, indent=1)
+    status = (f"accuracy {row['eval_accuracy']:.4f}, {row['wall_s']:.0f} s" if row['status'] == 'ok'
+              else f"failed: {row['reason']}")
+    print(f'[{i + 1}/{len(plan)}] {name}: {status}', flush=True)
+
+
+# ----------------------------------------------------------------------------- throughput
+
+
+def plan_throughput(mode, widths, kinds):
+  """(name, worker spec) per kind and width: train_throughput.py's worker at n, batch 1."""
+  m = MODES[mode]
+  plan = []
+  for w in widths:
+    for kind in kinds:
+      model = model_keys(kind, w, mode)
+      attention = model.pop('attention', 'linear')  # a hybrid's layer_attention decides
+      model.update(dropout_rate=0.0, causal=True, conv_width=3, chunk_size=32,
+                   remat_attention=has_softmax(kind))
+      spec = {'attention': attention, 'seq_len': m['throughput_n'], 'batch': 1, 'model': model,
+              'reps': m['reps'], 'budget_s': m['budget_s'], 'max_warmup_s': m['max_warmup_s']}
+      plan.append((_name('w', w, kind, 'n', m['throughput_n']), kind, w, spec))
+  return plan
+
+
+def throughput(out, mode, widths, kinds):
+  os.makedirs(os.path.join(out, 'throughput'), exist_ok=True)
+  env = harness.quick_env() if mode == 'quick' else None
+  plan = plan_throughput(mode, widths, kinds)
+  for i, (name, kind, w, spec) in enumerate(plan):
+    path = os.path.join(out, 'throughput', name + '.json')
+    if os.path.exists(path):
+      print(f'[{i + 1}/{len(plan)}] {name}: done before, skipped', flush=True)
+      continue
+    result = harness.run_worker(os.path.join(HERE, 'train_throughput.py'), spec,
+                                MODES[mode]['worker_timeout_s'], env=env)
+    row = dict(result, name=name, kind=kind, width=w, spec=spec, host=harness.host_info(),
+               command=f"python benchmarks/train_throughput.py --worker '{json.dumps(spec)}'")
+    if row['status'] != 'failed':  # ok, or skipped for memory: both are answers
+      with open(path, 'w') as f:
+        json.dump(row, f, indent=1)
+    status = (f"{row['tokens_per_s']:.0f} tokens/s" if row['status'] == 'ok'
+              else f"{row['status']}: {row.get('reason')}")
+    print(f'[{i + 1}/{len(plan)}] {name}: {status}', flush=True)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _read(folder):
+  rows = []
+  for path in sorted(glob.glob(os.path.join(folder, '*.json'))):
+    with open(path) as f:
+      rows.append(json.load(f))
+  return rows
+
+
+def mean_std(xs):
+  if not xs:
+    return None, None
+  mean = sum(xs) / len(xs)
+  std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else None
+  return mean, std
+
+
+def summarize(runs, speeds):
+  """One row per (kind, width, pairs, steps): accuracy over its seeds and the kind's tokens/s."""
+  tokens = {(r['kind'], r['width']): r.get('tokens_per_s') for r in speeds if r['status'] == 'ok'}
+  cells = {}
+  for r in runs:
+    cells.setdefault((r['kind'], r['width'], r['pairs'], r['steps']), []).append(r)
+  rows = []
+  for (kind, w, p, steps), rs in sorted(cells.items(), key=lambda kv: (
+      kv[0][2], kv[0][1], kv[0][3], list(KINDS).index(kv[0][0]))):
+    mean, std = mean_std([r['eval_accuracy'] for r in rs])
+    rows.append({'kind': kind, 'width': w, 'pairs': p, 'steps': steps,
+                 'seeds': sorted(r['seed'] for r in rs), 'accuracy_mean': mean,
+                 'accuracy_std': std, 'tokens_per_s': tokens.get((kind, w)),
+                 # per seed: the first eval step at >= 99% accuracy (None: never)
+                 'steps_to_99': [next((step for step, _, acc in r['curve'] if acc >= 0.99), None)
+                                 for r in sorted(rs, key=lambda r: r['seed'])],
+                 'mode_guess': rs[0]['baselines'].get('baseline_mode_guess_accuracy')})
+  return rows
+
+
+def _pct(mean, std):
+  return '-' if mean is None else f'{100 * mean:.1f}%' + ('' if std is None else f' ± {100 * std:.1f}')
+
+
+def machines(rows):
+  """One line per machine: its facts, the measurements' dates and 1-minute load averages."""
+  by = {}
+  for r in rows:
+    h, d = r['host'], r.get('device', {})
+    key = (f"{h['cpu_model']}, {h['cpu_cores']} cores, {h['ram_gib']} GiB RAM; JAX "
+           f"{d.get('jax_version', '?')} on {d.get('device_kind', '?')}")
+    by.setdefault(key, []).append((h['date'], (h.get('load_average_1_5_15') or [None])[0]))
+  lines = []
+  for key, facts in by.items():
+    dates, loads = sorted(f[0] for f in facts), [f[1] for f in facts if f[1] is not None]
+    load = f'; load average (1 min) {min(loads)}-{max(loads)} at start' if loads else ''
+    lines.append(f'{key}; {len(facts)} measurements, {dates[0]} to {dates[-1]}{load}')
+  return lines
+
+
+def markdown(report):
+  lines = [f"# Recall against cost ({report['run']})", '',
+           f"Command: `{report['command']}`; {len(report['runs'])} of {report['planned_runs']} "
+           f"planned training runs and {len(report['throughput'])} of "
+           f"{report['planned_throughput']} throughput measurements present.", '']
+  lines += ['Machines (as each measurement recorded them):', ''] + [
+      f'- {m}' for m in machines(report['runs'] + report['throughput'])] + ['']
+  lines += ['## MQAR accuracy (causal, last eval) and training tokens/s at n = '
+            f"{report['throughput_n']}", '', harness.markdown_table(
+                ['pairs', 'width', 'steps', 'kind', 'accuracy (mean ± std)', 'seeds',
+                 'first eval >= 99% (per seed)', 'tokens/s', 'no-recall baseline'],
+                [[r['pairs'], r['width'], r['steps'], r['kind'],
+                  _pct(r['accuracy_mean'], r['accuracy_std']), len(r['seeds']),
+                  ' / '.join('-' if s is None else str(s) for s in r['steps_to_99']),
+                  harness.fmt(r['tokens_per_s']), _pct(r['mode_guess'], None)]
+                 for r in report['summary']]), '']
+  lines += ['## Training throughput, batch 1', '', harness.markdown_table(
+      ['kind', 'width', 'n', 'status', 'tokens/s', 'step s', 'compile s', 'remat attention',
+       'peak memory GiB', 'note'],
+      [[r['kind'], r['width'], r['spec']['seq_len'], r['status'], harness.fmt(r.get('tokens_per_s')),
+        harness.fmt(r.get('step_s')), harness.fmt(r.get('compile_s')),
+        r['spec']['model']['remat_attention'],
+        harness.fmt((r.get('peak_memory_bytes') or 0) / harness.GiB or None),
+        r.get('reason', '')] for r in report['throughput']]), '']
+  if report.get('plot_note'):
+    lines += [report['plot_note'], '']
+  lines += ['## Every run', '', harness.markdown_table(
+      ['run', 'accuracy', 'eval loss', 'steps', 'wall s'],
+      [[r['name'], f"{100 * r['eval_accuracy']:.2f}%", harness.fmt(r['eval_loss'], 4), r['steps'],
+        harness.fmt(r['wall_s'])] for r in report['runs']])]
+  return '\n'.join(lines)
+
+
+def figure(report):
+  """Accuracy against training tokens/s, one panel per number of pairs; widths by marker."""
+  plt = harness.pyplot()
+  pairs = sorted({r['pairs'] for r in report['summary']}) or [None]
+  fig, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs), 3.8), layout='constrained',
+                           squeeze=False, sharey=True)
+  markers = {w: m for w, m in zip(sorted({r['width'] for r in report['summary']}), 'os^D')}
+  for ax, p in zip(axes[0], pairs):
+    for r in (r for r in report['summary'] if r['pairs'] == p and r['tokens_per_s']):
+      ax.errorbar(r['tokens_per_s'], r['accuracy_mean'], yerr=r['accuracy_std'] or 0,
+                  marker=markers[r['width']], capsize=3, ls='none',
+                  color=f"C{list(KINDS).index(r['kind'])}",
+                  label=f"{r['kind']}, width {r['width']}")
+    missing = [f"{r['kind']} (w {r['width']}): {_pct(r['accuracy_mean'], None)}"
+               for r in report['summary'] if r['pairs'] == p and not r['tokens_per_s']]
+    if missing:  # trained, but no throughput to place them by
+      ax.text(0.02, 0.02, 'no tokens/s: ' + ', '.join(missing), transform=ax.transAxes, fontsize=6)
+    ax.set_xscale('log')
+    ax.margins(x=0.2)
+    ax.set_xlabel(f"training tokens/s at n = {report['throughput_n']}")
+    ax.set_title(f'{p} key-value pairs')
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=6)
+  axes[0][0].set_ylabel('MQAR accuracy')
+  fig.suptitle(f"Recall against cost ({report['run']} run: {len(report['runs'])} of "
+               f"{report['planned_runs']} planned runs)")
+  return fig
+
+
+def report(out, mode, argv, widths, pairs, kinds, steps):
+  """recall.json and recall.md (and recall.png, where matplotlib is installed) from <out>."""
+  order = lambda r: (r['width'], list(KINDS).index(r['kind']))
+  runs = sorted(_read(os.path.join(out, 'runs')), key=lambda r: (r['pairs'], *order(r), r['seed']))
+  speeds = sorted(_read(os.path.join(out, 'throughput')), key=order)
+  rep = {'benchmark': 'recall', 'run': mode, 'command': 'python benchmarks/recall.py ' + ' '.join(argv),
+         'config': CONFIG, 'throughput_n': MODES[mode]['throughput_n'],
+         'planned_runs': len(plan_train(mode, widths, pairs, kinds, steps)),
+         'planned_throughput': len(plan_throughput(mode, widths, kinds)),
+         'runs': runs, 'throughput': speeds, 'summary': summarize(runs, speeds)}
+  try:
+    fig = figure(rep)
+  except ImportError:
+    fig, rep['plot_note'] = None, 'No plot: matplotlib is not installed in this environment.'
+  os.makedirs(out, exist_ok=True)
+  paths = {ext: os.path.join(out, f'recall.{ext}') for ext in ('json', 'md')}
+  with open(paths['json'], 'w') as f:
+    json.dump(rep, f, indent=1)
+  with open(paths['md'], 'w') as f:
+    f.write(markdown(rep) + '\n')
+  if fig is not None:
+    paths['png'] = os.path.join(out, 'recall.png')
+    fig.savefig(paths['png'], dpi=110, bbox_inches='tight')
+  return rep, paths
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('step', nargs='?', default='all', choices=STEPS)
+  p.add_argument('--quick', action='store_true', help='smoke run: 1 tiny cell, 2 kinds, 2 steps')
+  p.add_argument('--out', help='results folder (default benchmarks/results/recall, --quick '
+                               'benchmarks/quick/recall)')
+  p.add_argument('--widths', help='comma-separated subset of the widths (full: 64,128)')
+  p.add_argument('--pairs', help='comma-separated subset of the numbers of pairs (full: 16,64,256)')
+  p.add_argument('--kinds', help=f'comma-separated subset of {list(KINDS)}')
+  p.add_argument('--steps', type=int, help="training steps (default: the config's, 600)")
+  args = p.parse_args(argv)
+  args.mode = 'quick' if args.quick else 'full'
+  m = MODES[args.mode]
+  for field, valid in (('widths', m['widths']), ('pairs', m['pairs'])):
+    given = getattr(args, field)
+    try:
+      values = tuple(int(x) for x in given.split(',')) if given else valid
+    except ValueError:
+      p.error(f'--{field}={given!r} must be comma-separated integers, e.g. {valid[0]}')
+    if any(x < 1 for x in values):
+      p.error(f'--{field}={given!r}: every value must be positive')
+    setattr(args, field, values)
+  args.kinds = tuple(args.kinds.split(',')) if args.kinds else m['kinds']
+  bad = [k for k in args.kinds if k not in KINDS]
+  if bad:
+    p.error(f'unknown kind(s) {bad} in --kinds; valid: {list(KINDS)}')
+  if args.steps is None:
+    args.steps = m['steps']
+  elif args.steps < 1:
+    p.error(f'--steps must be positive, got {args.steps}')
+  args.out = args.out or harness.default_out('recall', args.quick)
+  return args
+
+
+def main(argv):
+  args = parse_args(argv)
+  if args.quick:
+    os.environ.update(harness.quick_env())  # before JAX starts: see harness.quick_env
+  if args.step in ('all', 'train'):
+    from absl import logging  # pylint: disable=g-import-not-at-top
+    logging.set_verbosity(logging.WARNING)  # one line per run here, not train's per-step lines
+    train(args.out, args.mode, args.widths, args.pairs, args.kinds, args.steps)
+  if args.step in ('all', 'throughput'):
+    throughput(args.out, args.mode, args.widths, args.kinds)
+  if args.step in ('all', 'report'):
+    _, paths = report(args.out, args.mode, argv, args.widths, args.pairs, args.kinds, args.steps)
+    print('\n'.join(paths.values()))
+
+
+if __name__ == '__main__':
+  main(sys.argv[1:])

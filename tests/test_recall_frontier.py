@@ -1,0 +1,97 @@
+"""benchmarks/recall.py (MQAR accuracy against training tokens/s) and the remat it needs.
+
+The --quick study runs end to end (training runs, throughput workers, report);
+a rerun skips every finished run; the full plan is the grid the docstring
+promises; ModelConfig.remat_attention changes no value and no gradient.
+"""
+import dataclasses
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import linformer_jax as lj
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
+import recall  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def test_full_plan_is_the_promised_grid():
+  plan = recall.plan_train('full', *(recall.MODES['full'][k] for k in ('widths', 'pairs', 'kinds')),
+                           None)
+  assert len(plan) == len(recall.KINDS) * (6 + 2 * 2)  # 3 seeds in two cells, 1 in four
+  assert len({name for name, *_ in plan}) == len(plan)  # one JSON per run
+  by_cell = {}
+  for _, kind, w, p, seed, o in plan:
+    by_cell.setdefault((w, p), set()).add(seed)
+    assert o['seq_len'] == 4 * p and o['model.num_layers'] == 8 and o['model.emb_dim'] == w
+    assert o['key_vocab_size'] >= p
+  assert by_cell == {(w, p): ({0, 1, 2} if (w, p) in ((128, 64), (128, 256)) else {0})
+                     for w in (64, 128) for p in (16, 64, 256)}
+  assert dict(next(o for n, k, *_, o in plan if k == 'hybrid 7:1'))[
+      'model.layer_attention'].split(',') == ['linear'] * 7 + ['softmax']
+  # Every kind's model is a valid ModelConfig at the throughput length.
+  for name, kind, w, spec in recall.plan_throughput('full', (64, 128), tuple(recall.KINDS)):
+    cfg = lj.ModelConfig(max_len=spec['seq_len'], attention=spec['attention'], **spec['model'])
+    assert cfg.remat_attention == ('softmax' in cfg.layer_kinds) and spec['batch'] == 1
+    assert spec['seq_len'] == 16384 and cfg.num_layers == 8 and cfg.causal
+
+
+def test_bad_arguments_are_named(capsys):
+  for argv, match in ((['--kinds', 'linear,performer'], "unknown kind(s) ['performer']"),
+                      (['--widths', '64,x'], "--widths='64,x' must be comma-separated integers"),
+                      (['--steps', '0'], '--steps must be positive, got 0'),
+                      (['plot'], "invalid choice: 'plot'")):
+    with pytest.raises(SystemExit):
+      recall.parse_args(argv)
+    assert match in capsys.readouterr().err
+
+
+@pytest.mark.slow  # ~50 s on 2 shared cores: two runs of the real trainer, two worker processes
+def test_quick_study_runs_resumes_and_reports(tmp_path, capsys):
+  out = str(tmp_path)
+  recall.main(['--quick', '--out', out])
+  with open(os.path.join(out, 'recall.json')) as f:
+    report = json.load(f)
+  assert report['planned_runs'] == len(report['runs']) == 2
+  assert report['planned_throughput'] == len(report['throughput']) == 2
+  assert {r['kind'] for r in report['runs']} == {'linear', 'linear+window'}
+  for r in report['runs']:
+    assert r['status'] == 'ok' and r['steps'] == 2 and 0 <= r['eval_accuracy'] <= 1
+  for r in report['throughput']:
+    assert r['status'] == 'ok' and r['tokens_per_s'] > 0
+  assert all(r['tokens_per_s'] for r in report['summary'])
+  with open(os.path.join(out, 'recall.png'), 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  md = (tmp_path / 'recall.md').read_text()
+  assert md.count('| 2 | 16 | 2 |') == 2  # one accuracy row per kind of the one cell
+  assert all(len(r['steps_to_99']) == 1 for r in report['summary'])
+  # A rerun trains and measures nothing again: every run's JSON is there.
+  capsys.readouterr()
+  recall.main(['--quick', '--out', out])
+  printed = capsys.readouterr().out
+  assert printed.count('done before, skipped') == 4
+
+
+def test_remat_attention_changes_no_value_or_gradient():
+  tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 20)), jnp.int32)
+  cfg = lj.tiny(attention='softmax', causal=True, num_layers=1)
+  model, remat = lj.MLMModel(cfg), lj.MLMModel(dataclasses.replace(cfg, remat_attention=True))
+  params = model.init(jax.random.key(0), tokens)
+  loss = lambda m: lambda p: jnp.mean(m.apply(p, tokens) ** 2)
+  want, want_grad = jax.value_and_grad(loss(model))(params)
+  got, got_grad = jax.value_and_grad(loss(remat))(params)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), got_grad,
+               want_grad)
+  # The kernel really runs under jax.checkpoint: one more remat per layer in the gradient's
+  # jaxpr (some kernels use their own too).
+  count = lambda m: str(jax.make_jaxpr(jax.grad(loss(m)))(params)).count('remat2[')
+  assert count(remat) == count(model) + cfg.num_layers
+  with pytest.raises(ValueError, match="remat_attention must be True or False, got 'yes'"):
+    lj.tiny(remat_attention='yes')
