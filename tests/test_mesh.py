@@ -1,0 +1,206 @@
+"""mesh.py: config.mesh parsing, the FSDP rule, mesh layouts = one device, resharded resume.
+
+The fast tests check the pure pieces and that a bad layout stops before any
+work. The multi-device runs happen in subprocesses with 8 fake CPU devices
+(JAX fixes its device count at start), one per group, and are marked slow.
+"""
+import functools
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from linformer_jax import mesh as mesh_lib
+from linformer_jax import tasks
+from linformer_jax import trainer
+from linformer_jax import workdir as workdir_lib
+from linformer_jax.data import text
+
+import helpers
+from test_trainer import snapshot, subprocess_env
+
+# Dropout on: the mesh layouts must draw the same masks as one device.
+TINY = {'mlm.py': helpers.tiny_overrides('mlm.py', **{'model.dropout_rate': 0.1}),
+        'lm.py': helpers.tiny_overrides('lm.py', **{'model.dropout_rate': 0.1})}
+
+
+def run_with_eight_devices(code, timeout=600):
+  """Runs `code` in a fresh Python with 8 fake CPU devices; the JSON it prints after RESULT."""
+  env = subprocess_env(XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  result = subprocess.run([sys.executable, '-c', code], cwd=helpers.REPO, env=env,
+                          timeout=timeout, capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-5000:]
+  line = [l for l in result.stdout.splitlines() if l.startswith('RESULT ')][-1]
+  return json.loads(line[len('RESULT '):])
+
+
+# ----------------------------------------------------------------------------- pure pieces
+
+
+@pytest.mark.parametrize('spec, devices, expected', [
+    ('data:-1,fsdp:1,sequence:1', 8, (8, 1, 1)),
+    ('data:2,fsdp:2,sequence:2', 8, (2, 2, 2)),
+    ('fsdp:8', 8, (1, 8, 1)),
+    ('sequence:-1, data:2', 8, (2, 1, 4)),
+    ('data:1,fsdp:2', 2, (1, 2, 1)),
+    ('data:-1', 1, (1, 1, 1)),
+])
+def test_parse_mesh(spec, devices, expected):
+  assert mesh_lib.parse_mesh(spec, devices) == dict(zip(mesh_lib.AXES, expected))
+
+
+@pytest.mark.parametrize('spec, match', [
+    ('data:-1,model:2', r"config.mesh='data:-1,model:2': unknown axis 'model'. Valid: .*"
+                        r"axes \['data', 'fsdp', 'sequence'\]"),
+    ('data:-1,fsdp:-1', r"more than one -1 \(data, fsdp\)"),
+    ('data:3,fsdp:-1', r'the sizes given \(3 devices\) do not divide the 8 devices'),
+    ('data:2,fsdp:2', r'the sizes multiply to 4 devices, not the 8 there are'),
+    ('data:4,data:2', r"axis 'data' given twice"),
+    ('data:two', r"size 'two' of axis 'data' is not an integer"),
+    ('data:0,fsdp:-1', r"size 0 of axis 'data' is neither >= 1 nor -1"),
+    ('', r"unknown axis ''"),
+])
+def test_bad_mesh_strings_are_named(spec, match):
+  with pytest.raises(ValueError, match=match):
+    mesh_lib.parse_mesh(spec, 8)
+
+
+def test_fsdp_rule_on_the_tiny_model():
+  config = helpers.load('mlm.py', TINY['mlm.py'])
+  task = tasks.create(config)
+  tx = trainer.create_optimizer(config, trainer.learning_rate_schedule(config))
+  state = jax.eval_shape(functools.partial(trainer.create_state, task=task, tx=tx),
+                         jax.random.PRNGKey(0))
+  params, block = state.params, state.params['encoder']['block_0']
+  P = jax.P
+  vocab = text.VOCAB_SIZE  # 260 = 4 * 5 * 13
+  cases = [  # (param, its shape, fsdp, spec): the largest axis fsdp divides, earliest on a tie.
+      (params['mlm_bias'], (vocab,), 8, P()),                 # 260 % 8 != 0: replicated
+      (params['mlm_bias'], (vocab,), 4, P('fsdp')),
+      (params['embed']['token_embed']['embedding'], (vocab, 32), 8, P(None, 'fsdp')),
+      (params['embed']['token_embed']['embedding'], (vocab, 32), 4, P('fsdp', None)),
+      (params['embed']['token_embed']['embedding'], (vocab, 32), 5, P('fsdp', None)),
+      (params['embed']['token_embed']['embedding'], (vocab, 32), 3, P()),
+      (params['embed']['pos_embed'], (64, 32), 8, P('fsdp', None)),
+      (params['mlm_dense']['kernel'], (32, 32), 8, P('fsdp', None)),  # a tie: the first
+      (block['Dense_0']['kernel'], (32, 64), 8, P(None, 'fsdp')),
+      (block['Dense_1']['kernel'], (64, 32), 2, P('fsdp', None)),
+      (block['attention']['query']['kernel'], (32, 2, 16), 8, P('fsdp', None, None)),
+      (block['attention']['query']['kernel'], (32, 2, 16), 2, P('fsdp', None, None)),
+      (block['attention']['query']['bias'], (2, 16), 8, P(None, 'fsdp')),
+      (block['local']['conv']['kernel'], (5, 1, 32), 8, P(None, None, 'fsdp')),
+      (block['Dense_0']['kernel'], (32, 64), 1, P()),
+      (state.step, (), 8, P()),
+  ]
+  for param, shape, fsdp, spec in cases:
+    assert param.shape == shape
+    assert mesh_lib.fsdp_spec(shape, fsdp) == spec, (shape, fsdp)
+  # Adam's moments follow their parameters; its counts are replicated.
+  shardings = {k: v.spec for k, v in _specs(state, fsdp=8).items()}
+  assert shardings[".opt_state[1][0].mu['mlm_bias']"] == P()
+  assert shardings[".opt_state[1][0].nu['embed']['pos_embed']"] == P('fsdp', None)
+  assert shardings[".opt_state[1][0].count"] == P()
+
+
+def _specs(state, fsdp):
+  """{key path: NamedSharding} of `state` on an abstract mesh with `fsdp` devices on 'fsdp'."""
+  mesh = jax.sharding.AbstractMesh((1, fsdp, 1), mesh_lib.AXES)
+  shardings = mesh_lib.state_shardings(state, mesh)
+  return {jax.tree_util.keystr(p): s for p, s in jax.tree_util.tree_flatten_with_path(shardings)[0]}
+
+
+@pytest.mark.parametrize('batch_size, input_len, shape, match', [
+    (12, 64, (8, 1, 1), r'batch_size=12 is not divisible by the mesh axes data x fsdp = 8 '
+                        r'\(mesh data:8,fsdp:1,sequence:1\)'),
+    (6, 64, (1, 4, 2), r'batch_size=6 is not divisible by the mesh axes data x fsdp = 4'),
+    (8, 60, (1, 1, 8), r'input length 60 \(seq_len\) is not divisible by the mesh axis '
+                       r'sequence = 8 \(mesh data:1,fsdp:1,sequence:8\)'),
+])
+def test_batch_not_splitting_over_the_mesh_is_named(batch_size, input_len, shape, match):
+  mesh_lib.check_batch(dict(zip(mesh_lib.AXES, shape)), 8 * 3, 64 * 5)  # These do split.
+  with pytest.raises(ValueError, match=match):
+    mesh_lib.check_batch(dict(zip(mesh_lib.AXES, shape)), batch_size, input_len)
+
+
+@pytest.mark.parametrize('overrides, match', [
+    ({'parallelism': 'jit'}, r"unknown config.parallelism='jit'; valid: \('pmap', 'mesh'\)"),
+    ({'parallelism': 'mesh', 'mesh': 'data:-1,tensor:1'}, r"unknown axis 'tensor'"),
+    ({'parallelism': 'mesh', 'mesh': 'fsdp:2'}, r'multiply to 2 devices, not the 1 there are'),
+])
+def test_bad_layout_fails_early_and_keeps_workdir(overrides, match, tmp_path, monkeypatch):
+  # A workdir holding a TINY run's config: the layout keys may change on resume,
+  # but a bad value must stop the run before anything there is touched.
+  workdir = str(tmp_path / 'workdir')
+  os.makedirs(workdir)
+  workdir_lib.record_config(workdir, helpers.load('mlm.py', TINY['mlm.py']), {}, 0)
+  before = snapshot(workdir)
+
+  def too_late(*args, **kwargs):
+    raise AssertionError('got past validation')
+
+  monkeypatch.setattr(text, 'baselines', too_late)
+  monkeypatch.setattr(trainer, 'create_state', too_late)
+  with pytest.raises(ValueError, match=match):
+    trainer.train_and_evaluate(helpers.load('mlm.py', {**TINY['mlm.py'], **overrides}), workdir,
+                               num_devices=1)
+  assert snapshot(workdir) == before
+
+
+# ----------------------------------------------------------------------------- 8 devices
+
+LAYOUTS_SCRIPT = r'''
+import json, os, sys
+import numpy as np
+import jax
+sys.path.insert(0, os.path.join({repo!r}, 'tests'))
+import helpers
+from linformer_jax import trainer
+from test_trainer import logged, without_key_bias
+assert jax.device_count() == 8, jax.devices()
+tiny, data_dir, tmp = json.loads({tiny!r}), {data_dir!r}, {tmp!r}
+out = {{}}
+for name in ('mlm.py', 'lm.py'):
+  runs = {{}}
+  for layout, devices in json.loads({layouts!r}):
+    workdir = os.path.join(tmp, name + layout)
+    config = helpers.load(name, {{**tiny[name], 'data_dir': data_dir, 'parallelism': 'mesh',
+                                  'mesh': layout, 'log_every_steps': 1}})
+    state = trainer.train_and_evaluate(config, workdir, num_devices=devices, stop_after_step=3)
+    params = without_key_bias(state.params)
+    runs[layout] = {{'losses': [r['train_loss'] for r in logged(workdir)[1:]], 'params': params}}
+  reference = runs[{reference!r}]['params']
+  norm = np.sqrt(sum(np.sum(np.square(x)) for x in reference.values()))
+  out[name] = {{layout: {{'losses': run['losses'], 'param_norm': float(norm),
+                          'param_rel_diff': float(np.sqrt(sum(
+                              np.sum(np.square(run['params'][k] - reference[k])) for k in reference))
+                              / norm)}} for layout, run in runs.items()}}
+print('RESULT', json.dumps(out))
+'''
+
+REFERENCE = 'data:1'  # One device.
+LAYOUTS = [(REFERENCE, 1), ('data:2,fsdp:2,sequence:2', 8), ('fsdp:8', 8), ('sequence:8', 8)]
+
+
+@pytest.fixture(scope='module')
+def layouts(data_dir, tmp_path_factory):
+  code = LAYOUTS_SCRIPT.format(repo=helpers.REPO, tiny=json.dumps(TINY), data_dir=data_dir,
+                               tmp=str(tmp_path_factory.mktemp('layouts')),
+                               layouts=json.dumps(LAYOUTS), reference=REFERENCE)
+  return run_with_eight_devices(code)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['mlm.py', 'lm.py'])
+@pytest.mark.parametrize('layout', [l for l, _ in LAYOUTS[1:]])
+def test_mesh_layouts_give_the_one_device_update_with_dropout(layouts, name, layout):
+  # Parameters without the attention key biases (test_trainer.without_key_bias:
+  # their true gradient is 0, and Adam scales round-off to +-lr steps).
+  run, reference = layouts[name][layout], layouts[name][REFERENCE]
+  assert len(run['losses']) == 3
+  np.testing.assert_allclose(run['losses'], reference['losses'], rtol=1e-5)
+  assert reference['param_norm'] > 1.0
+  assert run['param_rel_diff'] <= 1e-5, run['param_rel_diff']
