@@ -10,18 +10,20 @@ import os
 import subprocess
 import sys
 
+import chex
 import jax
 import numpy as np
 import pytest
 
 from linformer_jax import mesh as mesh_lib
+from linformer_jax import metrics
 from linformer_jax import tasks
 from linformer_jax import trainer
 from linformer_jax import workdir as workdir_lib
 from linformer_jax.data import text
 
 import helpers
-from test_trainer import snapshot, subprocess_env
+from test_trainer import assert_same_metrics, snapshot, subprocess_env, without_key_bias
 
 # Dropout on: the mesh layouts must draw the same masks as one device.
 TINY = {'mlm.py': helpers.tiny_overrides('mlm.py', **{'model.dropout_rate': 0.1}),
@@ -204,3 +206,101 @@ def test_mesh_layouts_give_the_one_device_update_with_dropout(layouts, name, lay
   np.testing.assert_allclose(run['losses'], reference['losses'], rtol=1e-5)
   assert reference['param_norm'] > 1.0
   assert run['param_rel_diff'] <= 1e-5, run['param_rel_diff']
+
+
+RESUME_SCRIPT = r'''
+import json, os, sys
+import jax
+sys.path.insert(0, os.path.join({repo!r}, 'tests'))
+import helpers
+from linformer_jax import trainer
+from test_trainer import logged, snapshot
+assert jax.device_count() == 8, jax.devices()
+tiny, data_dir, tmp = json.loads({tiny!r}), {data_dir!r}, {tmp!r}
+out = {{}}
+
+def run(workdir, stop, devices, **overrides):
+  config = helpers.load('mlm.py', {{**tiny, 'data_dir': data_dir, 'checkpoint_every_steps': 2,
+                                    'log_every_steps': 1, **overrides}})
+  state = trainer.train_and_evaluate(config, os.path.join(tmp, workdir), num_devices=devices,
+                                     stop_after_step=stop)
+  return {{'params': jax.tree.map(lambda x: x.tolist(), state.params),
+           'metrics': logged(os.path.join(tmp, workdir)),
+           'checkpoints': sorted(os.listdir(os.path.join(tmp, workdir, 'checkpoints')), key=int)}}
+
+# Saved on 8 devices as (data 4, fsdp 2), resumed on 2 as (data 1, fsdp 2); dropout on.
+mesh8, mesh2 = {{'parallelism': 'mesh', 'mesh': 'data:4,fsdp:2'}}, {{'parallelism': 'mesh', 'mesh': 'data:1,fsdp:2'}}
+out['straight'] = run('straight', 4, 8, **mesh8)
+run('resharded', 2, 8, **mesh8)
+out['resharded'] = run('resharded', 4, 2, **mesh2)
+
+# Saved by pmap on 8 devices, resumed under the mesh on 2. pmap folds device
+# indices into its dropout keys, the mesh does not: dropout off.
+off = {{'model.dropout_rate': 0.0}}
+out['mesh_straight'] = run('mesh_straight', 4, 2, **mesh2, **off)
+run('from_pmap', 2, 8, parallelism='pmap', **off)
+out['from_pmap'] = run('from_pmap', 4, 2, **mesh2, **off)
+
+# A batch or input length the mesh does not split: stopped before the workdir is made.
+out['errors'] = {{}}
+for layout, bad in (('data:8', {{'batch_size': 12}}), ('data:2,sequence:4', {{'seq_len': 66}}),
+                    ('fsdp:-1', {{'batch_size': 4}})):
+  try:
+    run('bad', 1, 8, parallelism='mesh', mesh=layout, **bad)
+  except ValueError as e:
+    out['errors'][layout] = str(e)
+out['bad_workdir_exists'] = os.path.exists(os.path.join(tmp, 'bad'))
+print('RESULT', json.dumps(out))
+'''
+
+
+@pytest.fixture(scope='module')
+def resumed(data_dir, tmp_path_factory):
+  code = RESUME_SCRIPT.format(repo=helpers.REPO, tiny=json.dumps(TINY['mlm.py']),
+                              data_dir=data_dir, tmp=str(tmp_path_factory.mktemp('resume')))
+  return run_with_eight_devices(code)
+
+
+def _assert_same_run(actual, expected, rtol):
+  assert actual['checkpoints'] == expected['checkpoints'] == ['2', '4']
+  assert [r['step'] for r in actual['metrics']] == [0, 1, 2, 3, 4]
+  assert_same_metrics(actual['metrics'], expected['metrics'], rtol=rtol)
+  chex.assert_trees_all_close(without_key_bias(actual['params']),
+                              without_key_bias(expected['params']), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_checkpoint_from_eight_devices_resumes_on_two_resharded(resumed):
+  _assert_same_run(resumed['resharded'], resumed['straight'], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_pmap_checkpoint_resumes_under_the_mesh(resumed):
+  _assert_same_run(resumed['from_pmap'], resumed['mesh_straight'], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_batch_not_splitting_over_eight_devices_writes_nothing(resumed):
+  errors = resumed['errors']
+  assert 'batch_size=12 is not divisible by the mesh axes data x fsdp = 8' in errors['data:8']
+  assert ('input length 66 (seq_len) is not divisible by the mesh axis sequence = 4'
+          in errors['data:2,sequence:4'])
+  assert 'batch_size=4 is not divisible by the mesh axes data x fsdp = 8' in errors['fsdp:-1']
+  assert not resumed['bad_workdir_exists']
+
+
+@pytest.mark.slow
+def test_train_py_runs_the_lm_under_a_mesh(data_dir, tmp_path):
+  overrides = {**TINY['lm.py'], 'data_dir': data_dir, 'parallelism': 'mesh',
+               'mesh': 'data:-1,fsdp:2', 'num_train_steps': 2, 'log_every_steps': 1}
+  command = [sys.executable, os.path.join(helpers.REPO, 'train.py'),
+             f'--config={helpers.config_path("lm.py")}', f'--workdir={tmp_path}']
+  command += [f'--config.{k}={v}' for k, v in overrides.items()]
+  result = subprocess.run(command, cwd=helpers.REPO, timeout=600, capture_output=True, text=True,
+                          env=subprocess_env(XLA_FLAGS='--xla_force_host_platform_device_count=8'))
+  assert result.returncode == 0, result.stderr[-5000:]
+  assert "on 8 devices (1 processes, mesh {'data': 4, 'fsdp': 2, 'sequence': 1})" in result.stderr
+  assert os.listdir(tmp_path / 'checkpoints') == ['2']
+  records = metrics.read_metrics(str(tmp_path))
+  assert [r['step'] for r in records] == [0, 1, 2]
+  assert all(np.isfinite(r['train_loss']) for r in records[1:])
