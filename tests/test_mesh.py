@@ -209,7 +209,7 @@ def test_mesh_layouts_give_the_one_device_update_with_dropout(layouts, name, lay
 
 
 RESUME_SCRIPT = r'''
-import json, os, sys
+import json, os, shutil, sys
 import jax
 sys.path.insert(0, os.path.join({repo!r}, 'tests'))
 import helpers
@@ -233,6 +233,10 @@ mesh8, mesh2 = {{'parallelism': 'mesh', 'mesh': 'data:4,fsdp:2'}}, {{'parallelis
 out['straight'] = run('straight', 4, 8, **mesh8)
 run('resharded', 2, 8, **mesh8)
 out['resharded'] = run('resharded', 4, 2, **mesh2)
+# Its step-2 checkpoint was saved while step 3 took (donated) the state.
+shutil.copytree(os.path.join(tmp, 'straight'), os.path.join(tmp, 'from_2'))
+shutil.rmtree(os.path.join(tmp, 'from_2', 'checkpoints', '4'))
+out['from_2'] = run('from_2', 4, 8, **mesh8)
 
 # Saved by pmap on 8 devices, resumed under the mesh on 2. pmap folds device
 # indices into its dropout keys, the mesh does not: dropout off.
@@ -272,6 +276,12 @@ def _assert_same_run(actual, expected, rtol):
 @pytest.mark.slow
 def test_checkpoint_from_eight_devices_resumes_on_two_resharded(resumed):
   _assert_same_run(resumed['resharded'], resumed['straight'], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_checkpoint_saved_before_a_donating_step_resumes_exactly(resumed):
+  # Orbax copies the arrays to the host before save() returns.
+  _assert_same_run(resumed['from_2'], resumed['straight'], rtol=1e-6)
 
 
 @pytest.mark.slow
