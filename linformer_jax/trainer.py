@@ -162,10 +162,10 @@ def _check_workdir(workdir):
     raise ValueError(f'workdir {workdir!r} is not a writable directory: {e}') from e
 
 
-def _summarize_train(history, first_step, fetch):
+def _summarize_train(history, first_step, fetch=parallel.unreplicate):
   """Train scalars over the steps since the last summary; waits for them.
 
-  fetch: the layout's device-to-host copy (`path.fetch`).
+  fetch: the layout's device-to-host copy (`path.fetch`; pmap's by default).
 
   Loss and accuracy are weighted by each step's denominator, norms averaged,
   the learning rate that of the last step. Raises FloatingPointError at the

@@ -152,6 +152,22 @@ def test_bad_layout_fails_early_and_keeps_workdir(overrides, match, tmp_path, mo
   assert snapshot(workdir) == before
 
 
+def test_mesh_step_compiles_once_and_evaluates(data_dir, tmp_path, monkeypatch):
+  # One device, a one-device mesh: the loop's mesh path end to end (eval, checkpoints).
+  monkeypatch.setattr(trainer, 'train_step', chex.assert_max_traces(trainer.train_step, n=1))
+  monkeypatch.setattr(trainer, 'eval_step', chex.assert_max_traces(trainer.eval_step, n=1))
+  overrides = {**TINY['mlm.py'], 'data_dir': data_dir, 'parallelism': 'mesh', 'log_every_steps': 1,
+               'eval_every_steps': 2, 'checkpoint_every_steps': 3}
+  config = helpers.load('mlm.py', overrides)
+  state = trainer.train_and_evaluate(config, str(tmp_path), num_devices=1, stop_after_step=6)
+  assert int(state.step) == 6 and isinstance(state.params['mlm_bias'], np.ndarray)
+  records = metrics.read_metrics(str(tmp_path))
+  assert sum('eval_loss' in r for r in records) == 3
+  assert sorted(os.listdir(tmp_path / 'checkpoints'), key=int) == ['3', '6']
+  done = trainer.train_and_evaluate(config, str(tmp_path), num_devices=1, stop_after_step=6)
+  chex.assert_trees_all_equal(done.params, state.params)  # Restored, nothing to do.
+
+
 # ----------------------------------------------------------------------------- 8 devices
 
 LAYOUTS_SCRIPT = r'''
