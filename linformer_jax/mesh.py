@@ -137,6 +137,15 @@ class MeshPath:
     """Where a checkpoint is restored to: straight onto the mesh, by `fsdp_spec`."""
     return self._state_shardings
 
+  def init_state(self, init, rng):
+    """`init(rng)` (the train state) computed straight into its shardings.
+
+    No device holds the whole state; the values are those of one device
+    (jax_threefry_partitionable).
+    """
+    with self.context():
+      return jax.jit(init, out_shardings=self._state_shardings)(rng)
+
   def place_state(self, state):
     """A state (host arrays, or already on the mesh) -> sharded by `fsdp_spec`."""
     return jax.device_put(state, self._state_shardings)

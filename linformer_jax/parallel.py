@@ -132,6 +132,10 @@ class PmapPath:
   def restore_shardings(self):
     return None  # Onto one device, then fetched (checkpoints.restore_latest).
 
+  def init_state(self, init, rng):
+    """`init(rng)` (the train state) as host arrays, computed on the default device."""
+    return jax.device_get(jax.jit(init)(rng))
+
   def place_state(self, state):
     return replicate(state, self.devices)
 

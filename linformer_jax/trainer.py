@@ -266,22 +266,22 @@ def _train(config, workdir, task, devices, mesh, baselines, changes, stop_after_
   # The key is an argument, not a constant baked into a zero-argument jit: XLA
   # would constant-fold the whole random initialisation at compile time.
   init_rng = jax.random.PRNGKey(config.seed)
-  init = functools.partial(jax.jit(create_state, static_argnums=(1, 2)), init_rng, task, tx)
+  init = functools.partial(create_state, task=task, tx=tx)
+  abstract_state = jax.eval_shape(init, init_rng)
+  path = (parallel.PmapPath(devices) if mesh is None else
+          mesh_lib.MeshPath(mesh, task.input_spec.shape[1], abstract_state))
   last_step = config.num_train_steps
   if stop_after_step is not None:
     last_step = min(last_step, stop_after_step)
   with contextlib.ExitStack() as cleanup:  # Closes manager and writer however we leave.
     manager = checkpoints.create_manager(workdir, config.keep_checkpoints)
     cleanup.callback(manager.close)
-    abstract_state = jax.eval_shape(init)
-    path = (parallel.PmapPath(devices) if mesh is None else
-            mesh_lib.MeshPath(mesh, task.input_spec.shape[1], abstract_state))
     state, start_step = checkpoints.restore_latest(manager, abstract_state,
                                                    shardings=path.restore_shardings())
     if is_chief:
       workdir_lib.record_config(workdir, config, changes, start_step)
     if state is None:
-      state = jax.device_get(init())
+      state = path.init_state(init, init_rng)
     elif start_step < last_step:
       logging.info('Resuming from the checkpoint at step %d.', start_step)
     if start_step >= last_step:

@@ -152,6 +152,14 @@ def test_bad_layout_fails_early_and_keeps_workdir(overrides, match, tmp_path, mo
   assert snapshot(workdir) == before
 
 
+@pytest.fixture
+def fast_compiles():
+  jax.config.update('jax_disable_most_optimizations', True)  # As test_trainer does.
+  yield
+  jax.config.update('jax_disable_most_optimizations', False)
+
+
+@pytest.mark.usefixtures('fast_compiles')
 def test_mesh_step_compiles_once_and_evaluates(data_dir, tmp_path, monkeypatch):
   # One device, a one-device mesh: the loop's mesh path end to end (eval, checkpoints).
   monkeypatch.setattr(trainer, 'train_step', chex.assert_max_traces(trainer.train_step, n=1))
