@@ -7,6 +7,7 @@ work. The multi-device runs happen in subprocesses with 8 fake CPU devices
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -23,7 +24,8 @@ from linformer_jax import workdir as workdir_lib
 from linformer_jax.data import text
 
 import helpers
-from test_trainer import assert_same_metrics, snapshot, subprocess_env, without_key_bias
+from test_trainer import (assert_same_metrics, free_port, logged, snapshot, subprocess_env,
+                          without_key_bias)
 
 # Dropout on: the mesh layouts must draw the same masks as one device.
 TINY = {'mlm.py': helpers.tiny_overrides('mlm.py', **{'model.dropout_rate': 0.1}),
@@ -257,6 +259,7 @@ mesh8, mesh2 = {{'parallelism': 'mesh', 'mesh': 'data:4,fsdp:2'}}, {{'parallelis
 out['straight'] = run('straight', 4, 8, **mesh8)
 run('resharded', 2, 8, **mesh8)
 out['resharded'] = run('resharded', 4, 2, **mesh2)
+out['resharded_dir'] = os.path.join(tmp, 'resharded')
 # Its step-2 checkpoint was saved while step 3 took (donated) the state.
 shutil.copytree(os.path.join(tmp, 'straight'), os.path.join(tmp, 'from_2'))
 shutil.rmtree(os.path.join(tmp, 'from_2', 'checkpoints', '4'))
@@ -338,3 +341,51 @@ def test_train_py_runs_the_lm_under_a_mesh(data_dir, tmp_path):
   records = metrics.read_metrics(str(tmp_path))
   assert [r['step'] for r in records] == [0, 1, 2]
   assert all(np.isfinite(r['train_loss']) for r in records[1:])
+
+
+TWO_PROCESSES = r'''
+import json, sys
+from absl import logging
+from linformer_jax import trainer
+logging.set_verbosity('info')
+sys.path.insert(0, {tests!r})
+import helpers
+config = helpers.load('mlm.py', json.loads({overrides!r}))
+trainer.train_and_evaluate(config, {workdir!r}, stop_after_step=4)
+'''
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_on_the_same_mesh(resumed, data_dir, tmp_path):
+  # The reference: (data 1, fsdp 2) on 2 devices of one process, steps 3..4.
+  # Here the same mesh spans 2 processes of 1 device each: each feeds half the
+  # rows, the parameters are split across processes, and each saves its shards.
+  reference_dir = resumed['resharded_dir']
+  workdir = str(tmp_path / 'workdir')
+  shutil.copytree(reference_dir, workdir)
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', '4'))
+  overrides = {**TINY['mlm.py'], 'data_dir': data_dir, 'checkpoint_every_steps': 2,
+               'log_every_steps': 1, 'parallelism': 'mesh', 'mesh': 'data:1,fsdp:2'}
+  code = TWO_PROCESSES.format(tests=os.path.join(helpers.REPO, 'tests'), workdir=workdir,
+                              overrides=json.dumps({**overrides, 'distributed': True}))
+  port = free_port()
+  procs = []
+  for i in range(2):
+    env = subprocess_env(JAX_COORDINATOR_ADDRESS=f'localhost:{port}', JAX_NUM_PROCESSES='2',
+                         JAX_PROCESS_ID=str(i))
+    procs.append(subprocess.Popen([sys.executable, '-c', code], cwd=helpers.REPO, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+  errors = [p.communicate(timeout=600)[1] for p in procs]
+  for p, err in zip(procs, errors):
+    assert p.returncode == 0, err[-5000:]
+    assert ("Training steps 3..4 of 100 on 2 devices (2 processes, mesh {'data': 1, 'fsdp': 2, "
+            "'sequence': 1})") in err
+  # Both restored here, on this process's one device: nothing left to train.
+  config = helpers.load('mlm.py', {**overrides, 'mesh': 'data:-1'})
+  final = trainer.train_and_evaluate(config, workdir, stop_after_step=4)
+  reference = trainer.train_and_evaluate(config, reference_dir, stop_after_step=4)
+  assert int(final.step) == 4
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints')), key=int) == ['2', '4']
+  chex.assert_trees_all_close(without_key_bias(final.params), without_key_bias(reference.params),
+                              rtol=1e-5, atol=1e-6)
+  assert_same_metrics(logged(workdir), logged(reference_dir), rtol=1e-6)
