@@ -154,6 +154,23 @@ def test_bad_layout_fails_early_and_keeps_workdir(overrides, match, tmp_path, mo
   assert snapshot(workdir) == before
 
 
+def test_workdir_from_before_the_layout_keys_resumes_under_a_mesh(tmp_path):
+  # config.json of a run started before config.parallelism existed: the layout
+  # keys are new, and may change like any layout setting.
+  workdir = str(tmp_path)
+  config = helpers.load('mlm.py', TINY['mlm.py'])
+  workdir_lib.record_config(workdir, config, {}, 0)
+  path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
+  with open(path) as f:
+    stored = json.load(f)
+  del stored['config']['parallelism'], stored['config']['mesh']
+  with open(path, 'w') as f:
+    json.dump(stored, f)
+  config = helpers.load('mlm.py', {**TINY['mlm.py'], 'parallelism': 'mesh', 'mesh': 'fsdp:-1'})
+  assert workdir_lib.check_config(workdir, config) == {
+      'mesh': ('<absent>', 'fsdp:-1'), 'parallelism': ('<absent>', 'mesh')}
+
+
 @pytest.fixture
 def fast_compiles():
   jax.config.update('jax_disable_most_optimizations', True)  # As test_trainer does.
@@ -271,6 +288,9 @@ off = {{'model.dropout_rate': 0.0}}
 out['mesh_straight'] = run('mesh_straight', 4, 2, **mesh2, **off)
 run('from_pmap', 2, 8, parallelism='pmap', **off)
 out['from_pmap'] = run('from_pmap', 4, 2, **mesh2, **off)
+# And the other way: saved sharded by the mesh on 2 devices, resumed by pmap on 8.
+run('to_pmap', 2, 2, **mesh2, **off)
+out['to_pmap'] = run('to_pmap', 4, 8, parallelism='pmap', **off)
 
 # A batch or input length the mesh does not split: stopped before the workdir is made.
 out['errors'] = {{}}
@@ -314,6 +334,11 @@ def test_checkpoint_saved_before_a_donating_step_resumes_exactly(resumed):
 @pytest.mark.slow
 def test_pmap_checkpoint_resumes_under_the_mesh(resumed):
   _assert_same_run(resumed['from_pmap'], resumed['mesh_straight'], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_mesh_checkpoint_resumes_under_pmap(resumed):
+  _assert_same_run(resumed['to_pmap'], resumed['mesh_straight'], rtol=1e-6)
 
 
 @pytest.mark.slow
