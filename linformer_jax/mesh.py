@@ -13,10 +13,12 @@ The mesh has the axes ('data', 'fsdp', 'sequence'), sized by config.mesh, e.g.
   axis_name=None. Under jit they see global arrays, so their sums are global
   sums and the loss (summed cross-entropy / summed weights) is that of one
   device holding the whole batch; XLA inserts the collectives. The step runs
-  inside `jax.set_mesh(mesh)`, so model code can find the ambient mesh.
+  inside `jax.set_mesh(mesh)`, so model code can find the ambient mesh
+  (`jax.sharding.get_abstract_mesh()`).
 - Dropout: the key is folded with the step only (train_step does that), never
-  with a device index, and `jax_threefry_partitionable` (the default since JAX
-  0.5) makes the bits of a global array independent of how it is split. So
+  with a device index, and `jax_threefry_partitionable` (on by default in JAX
+  0.10.2; MeshPath sets it all the same) makes the bits of a global array
+  independent of how it is split. So
   every mesh layout, one device included, draws the same masks. The pmap path
   keeps its per-device fold-in: pmap and mesh dropout masks differ, and pmap's
   change with the device count.
@@ -69,7 +71,11 @@ def parse_mesh(spec: str, num_devices: int) -> dict[str, int]:
 
 
 def create_mesh(spec: str, devices) -> jax.sharding.Mesh:
-  """The Mesh of config.mesh over `devices` (all processes' devices, in jax.devices() order)."""
+  """The Mesh of config.mesh over `devices` (all processes' devices, in jax.devices() order).
+
+  `jax.make_mesh` orders them for the hardware's topology; every axis is Auto
+  (GSPMD propagates the shardings set on the inputs and the state).
+  """
   sizes = parse_mesh(spec, len(devices))
   return jax.make_mesh(tuple(sizes[a] for a in AXES), AXES, devices=list(devices),
                        axis_types=(jax.sharding.AxisType.Auto,) * len(AXES))
