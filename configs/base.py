@@ -1,4 +1,4 @@
-r"""What every config shares: seed, processes, resume policy, optimizer, logging, model.
+r"""What every config shares: seed, processes, device layout, resume policy, optimizer, logging, model.
 
 Not a run by itself (it names no task or data): each config starts from
 `base.get_config()` and sets the keys that differ. Loaded by path, like every
@@ -17,6 +17,8 @@ def get_config():
   config.seed = 0                     # parameter init, data order and generation, masking, dropout
   config.distributed = False          # call jax.distributed.initialize() (multi-process runs)
   config.allow_changed = ''           # keys a resumed run may change, e.g. 'num_train_steps'
+  config.parallelism = 'pmap'         # 'pmap' (data parallel) or 'mesh' (jit over config.mesh)
+  config.mesh = 'data:-1,fsdp:1,sequence:1'  # 'mesh' layout: axis:size, -1 = the other devices
 
   # Optimization: AdamW, linear warmup then linear decay to 0.
   config.num_train_steps = 200        # total updates; the schedule ends here

@@ -1,7 +1,10 @@
 """Orbax checkpoints of the train state in workdir/checkpoints.
 
-The state is saved as host numpy arrays: orbax writes those from process 0
-only, and every process restores the same values. A checkpoint appears under
+The pmap path saves the state as host numpy arrays: orbax writes those from
+process 0 only, and every process restores the same values. The mesh path saves
+its sharded arrays (each process writes its shards) and restores straight into
+the shardings it trains with, whatever layout saved them: a checkpoint does not
+record the device layout, so either path resumes the other's, on any mesh. A checkpoint appears under
 its step's name only once it is complete, so a run killed while saving leaves
 the previous one as the latest. One damaged afterwards (a truncated file, a
 missing _METADATA, an emptied folder) is skipped for the newest that restores.
@@ -30,12 +33,20 @@ def create_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
 
 
 def save(manager: ocp.CheckpointManager, step: int, state) -> None:
-  """Saves `state` (a tree of host arrays) as checkpoint `step`, in the background."""
+  """Saves `state` (host arrays, or global jax arrays) as checkpoint `step`, in the background.
+
+  Orbax copies device arrays to the host before it returns, so the caller may
+  donate them to the next step.
+  """
   manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state, *, move_unrestorable=True):
-  """(state as host numpy arrays, its step), or (None, 0) when there is no checkpoint.
+def restore_latest(manager: ocp.CheckpointManager, abstract_state, *, shardings=None,
+                   move_unrestorable=True):
+  """(state, its step), or (None, 0) when there is no checkpoint.
+
+  The state comes as host numpy arrays, or, given `shardings` (a tree of
+  jax.sharding.Sharding like the state's), as global arrays placed by them.
 
   Tries the checkpoints newest first. Those that fail are logged as warnings;
   once an older one restores, the failed newer ones are moved (by process 0,
@@ -45,10 +56,15 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, *, move_unres
 
   abstract_state: the state's tree of jax.ShapeDtypeStruct (`jax.eval_shape`).
   """
-  # Restored onto one local device, then fetched: every process gets the values.
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                        abstract_state)
+  if shardings is None:
+    # Restored onto one local device, then fetched: every process gets the values.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    shardings = jax.tree.map(lambda _: device, abstract_state)
+    fetch = jax.device_get
+  else:
+    fetch = lambda state: state
+  target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        abstract_state, shardings)
   failed = []
   for step in sorted(manager.all_steps(), reverse=True):
     try:
@@ -61,7 +77,7 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, *, move_unres
       continue
     if failed and move_unrestorable:
       _move_aside(manager, [s for s, _ in failed])
-    return jax.device_get(state), step
+    return fetch(state), step
   if failed:
     raise ValueError(
         f'No checkpoint in {manager.directory} can be restored (steps '

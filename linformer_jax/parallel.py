@@ -1,9 +1,9 @@
-"""Every device, pmap and multi-host detail of training lives here and only here.
+"""The pmap path (config.parallelism = 'pmap') and the device and multi-host helpers.
 
 Each process feeds its own rows of the global batch, split over its local
 devices; the step functions combine gradients and metric sums over `AXIS`, which
-spans all devices of all processes. Moving to `jit` with shardings is a change
-to this file alone.
+spans all devices of all processes. The jit-over-a-Mesh path is mesh.py; both
+offer the trainer the same methods (`PmapPath`, `mesh.MeshPath`).
 """
 import functools
 import os
@@ -116,3 +116,43 @@ def pmap_eval_step(eval_step, devices):
 def _pmap_devices(devices):
   # pmap's `devices` must list every process's devices; None means all of them.
   return None if list(devices) == jax.local_devices() else devices
+
+
+class PmapPath:
+  """config.parallelism = 'pmap': what the trainer asks of a parallel layout.
+
+  mesh.MeshPath has the same methods. Trees on the device carry a leading
+  device axis; checkpoints hold the unreplicated state as host arrays.
+  """
+
+  def __init__(self, devices):
+    self.devices = devices
+    self.num_devices = len(devices) * jax.process_count()
+
+  def restore_shardings(self):
+    return None  # Onto one device, then fetched (checkpoints.restore_latest).
+
+  def init_state(self, init, rng):
+    """`init(rng)` (the train state) as host arrays, computed on the default device."""
+    return jax.device_get(jax.jit(init)(rng))
+
+  def place_state(self, state):
+    return replicate(state, self.devices)
+
+  def place_batch(self, batch):
+    return shard(batch, self.devices)
+
+  def place_rng(self, key):
+    return replicate(key, self.devices)
+
+  def train_step(self, train_step):
+    return pmap_train_step(train_step, self.devices)
+
+  def eval_step(self, eval_step):
+    return pmap_eval_step(eval_step, self.devices)
+
+  def fetch(self, tree):
+    return unreplicate(tree)
+
+  def checkpointable(self, state):
+    return unreplicate(state)

@@ -1,4 +1,8 @@
-"""Training library: `train_and_evaluate` and the pure step functions it pmaps.
+"""Training library: `train_and_evaluate` and the pure step functions it runs.
+
+The steps run under pmap (parallel.PmapPath) or jit over a sharded Mesh
+(mesh.MeshPath), as config.parallelism says; the loop only asks the layout to
+place, step and fetch.
 
 The loop reads top to bottom: task (the config checked once, the model and
 data functions), data (read once to check it and to compute baselines), workdir (its stored config
@@ -22,6 +26,7 @@ import optax
 from absl import logging
 
 from linformer_jax import checkpoints
+from linformer_jax import mesh as mesh_lib
 from linformer_jax import parallel
 from linformer_jax import tasks
 from linformer_jax import workdir as workdir_lib
@@ -91,7 +96,8 @@ def train_step(state, batch, rng, *, model, tx, schedule, targets, axis_name=Non
   """One AdamW update from this device's rows of the global batch.
 
   The loss is the weighted cross-entropy summed over the global batch divided
-  by the global weight sum (psum over `axis_name`; None: one device), so any
+  by the global weight sum (psum over `axis_name`; None: one device, or jit
+  over a mesh, where the arrays and so the sums are already global), so any
   number of devices gives the update of one device holding the whole batch.
   `rng` is folded with the step: dropout follows from (key, step) alone.
   Returns (new state, metrics: global scalars, the same on every device).
@@ -156,14 +162,16 @@ def _check_workdir(workdir):
     raise ValueError(f'workdir {workdir!r} is not a writable directory: {e}') from e
 
 
-def _summarize_train(history, first_step):
+def _summarize_train(history, first_step, fetch=parallel.unreplicate):
   """Train scalars over the steps since the last summary; waits for them.
+
+  fetch: the layout's device-to-host copy (`path.fetch`; pmap's by default).
 
   Loss and accuracy are weighted by each step's denominator, norms averaged,
   the learning rate that of the last step. Raises FloatingPointError at the
   first step with a non-finite loss or gradient norm.
   """
-  steps = [jax.tree.map(float, parallel.unreplicate(m)) for m in history]
+  steps = [jax.tree.map(float, fetch(m)) for m in history]
   for i, m in enumerate(steps):
     for name in ('loss', 'grad_norm'):
       if not np.isfinite(m[name]):
@@ -180,10 +188,10 @@ def _summarize_train(history, first_step):
   }
 
 
-def _evaluate(p_eval, params, eval_batches, devices):
+def _evaluate(p_eval, params, eval_batches, path):
   totals = {'loss': 0.0, 'accuracy': 0.0, 'denominator': 0.0}
   for batch in eval_batches:
-    sums = parallel.unreplicate(p_eval(params, parallel.shard(batch, devices)))
+    sums = path.fetch(p_eval(params, path.place_batch(batch)))
     totals = {k: totals[k] + float(sums[k]) for k in totals}
   weight = max(totals['denominator'], 1.0)
   loss = totals['loss'] / weight
@@ -209,7 +217,8 @@ def train_and_evaluate(config, workdir: str, *, num_devices: int | None = None,
       expanded (in a copy).
     workdir: where config.json, checkpoints/, tensorboard/ and metrics.jsonl go.
     num_devices: train on the first `num_devices` local devices (None: all);
-      single-process runs only.
+      single-process runs only. With config.parallelism='mesh', config.mesh
+      lays out these devices (all processes' devices in a multi-process run).
     stop_after_step: end this run early after that step, with a checkpoint, as
       a preemption would (the schedule still runs to config.num_train_steps).
 
@@ -221,17 +230,35 @@ def train_and_evaluate(config, workdir: str, *, num_devices: int | None = None,
   config, workdir = _expand_paths(config), os.path.expanduser(workdir)
   task = tasks.create(config)  # Checks the config: the one place it is checked.
   devices = parallel.local_devices(num_devices)
-  parallel.check_batch_size(config.batch_size, devices)
+  mesh = _create_mesh(config, task, devices)  # None for pmap; checks the batch splits.
   # Reads the data (cached for create_datasets): bad data stops the run here.
   baselines = task.baselines(config)
   changes = workdir_lib.check_config(workdir, config)
   _check_workdir(workdir)
   is_chief = parallel.process_index() == 0
   with workdir_lib.lock(workdir, enabled=is_chief):
-    return _train(config, workdir, task, devices, baselines, changes, stop_after_step)
+    return _train(config, workdir, task, devices, mesh, baselines, changes, stop_after_step)
 
 
-def _train(config, workdir, task, devices, baselines, changes, stop_after_step):
+PARALLELISM = ('pmap', 'mesh')
+
+
+def _create_mesh(config, task, devices):
+  """config.mesh as a Mesh (None for config.parallelism='pmap'), once the batch splits over it."""
+  parallelism = config.get('parallelism', 'pmap')
+  if parallelism not in PARALLELISM:
+    raise ValueError(f'unknown config.parallelism={parallelism!r}; valid: {PARALLELISM}')
+  if parallelism == 'pmap':
+    parallel.check_batch_size(config.batch_size, devices)
+    return None
+  mesh = mesh_lib.create_mesh(config.mesh, jax.devices() if parallel.process_count() > 1
+                              else devices)
+  mesh_lib.check_batch(mesh.shape, config.batch_size, task.input_spec.shape[1],
+                       parallel.process_count())
+  return mesh
+
+
+def _train(config, workdir, task, devices, mesh, baselines, changes, stop_after_step):
   """train_and_evaluate once the inputs are checked and workdir is locked."""
   is_chief = parallel.process_index() == 0
   schedule = learning_rate_schedule(config)
@@ -239,24 +266,28 @@ def _train(config, workdir, task, devices, baselines, changes, stop_after_step):
   # The key is an argument, not a constant baked into a zero-argument jit: XLA
   # would constant-fold the whole random initialisation at compile time.
   init_rng = jax.random.PRNGKey(config.seed)
-  init = functools.partial(jax.jit(create_state, static_argnums=(1, 2)), init_rng, task, tx)
+  init = functools.partial(create_state, task=task, tx=tx)
+  abstract_state = jax.eval_shape(init, init_rng)
+  path = (parallel.PmapPath(devices) if mesh is None else
+          mesh_lib.MeshPath(mesh, task.input_spec.shape[1], abstract_state))
   last_step = config.num_train_steps
   if stop_after_step is not None:
     last_step = min(last_step, stop_after_step)
   with contextlib.ExitStack() as cleanup:  # Closes manager and writer however we leave.
     manager = checkpoints.create_manager(workdir, config.keep_checkpoints)
     cleanup.callback(manager.close)
-    state, start_step = checkpoints.restore_latest(manager, jax.eval_shape(init))
+    state, start_step = checkpoints.restore_latest(manager, abstract_state,
+                                                   shardings=path.restore_shardings())
     if is_chief:
       workdir_lib.record_config(workdir, config, changes, start_step)
+    if state is None:
+      state = path.init_state(init, init_rng)
+    elif start_step < last_step:
+      logging.info('Resuming from the checkpoint at step %d.', start_step)
     if start_step >= last_step:
       logging.info('Nothing to do: the checkpoint in %s is at step %d (run ends at step %d).',
                    manager.directory, start_step, last_step)
-      return state if state is not None else jax.device_get(init())
-    if state is None:
-      state = jax.device_get(init())
-    else:
-      logging.info('Resuming from the checkpoint at step %d.', start_step)
+      return path.fetch(path.place_state(state))
 
     writer = MetricWriter(workdir, enabled=is_chief)
     cleanup.callback(writer.close)
@@ -269,23 +300,21 @@ def _train(config, workdir, task, devices, baselines, changes, stop_after_step):
     train_iter, eval_batches = task.create_datasets(
         config, start_step=start_step, process_index=parallel.process_index(),
         process_count=parallel.process_count())
-    p_train = parallel.pmap_train_step(
-        functools.partial(train_step, model=task.model, tx=tx, schedule=schedule,
-                          targets=task.targets), devices)
-    p_eval = parallel.pmap_eval_step(
-        functools.partial(eval_step, model=task.model, targets=task.targets), devices)
-    rng = parallel.replicate(jax.random.PRNGKey(config.seed), devices)
-    pstate = parallel.replicate(state, devices)
+    p_train = path.train_step(functools.partial(
+        train_step, model=task.model, tx=tx, schedule=schedule, targets=task.targets))
+    p_eval = path.eval_step(functools.partial(eval_step, model=task.model, targets=task.targets))
+    rng = path.place_rng(jax.random.PRNGKey(config.seed))
+    pstate = path.place_state(state)
     tokens_per_step = config.batch_size * task.input_spec.shape[1]
 
-    logging.info('Training steps %d..%d of %d on %d devices (%d processes).', start_step + 1,
-                 last_step, config.num_train_steps, len(devices) * parallel.process_count(),
-                 parallel.process_count())
+    logging.info('Training steps %d..%d of %d on %d devices (%d processes, %s).', start_step + 1,
+                 last_step, config.num_train_steps, path.num_devices, parallel.process_count(),
+                 'pmap' if mesh is None else f'mesh {dict(mesh.shape)}')
     history = []  # Per-step metrics (on device) since the last summary.
     timer = (time.time(), start_step)
     try:
       for step in range(start_step + 1, last_step + 1):  # step: updates done after this one
-        pstate, metrics = p_train(pstate, parallel.shard(next(train_iter), devices), rng)
+        pstate, metrics = p_train(pstate, path.place_batch(next(train_iter)), rng)
         history.append(metrics)
         if step == start_step + 1:
           jax.block_until_ready(metrics)
@@ -296,7 +325,7 @@ def _train(config, workdir, task, devices, baselines, changes, stop_after_step):
         # averages over the same windows as one never stopped, and no
         # non-finite state is saved unnoticed.
         if save or _is_due(step, config.log_every_steps, last_step):
-          scalars.update(_summarize_train(history, step - len(history) + 1))
+          scalars.update(_summarize_train(history, step - len(history) + 1, path.fetch))
           history = []
           seconds, steps = time.time() - timer[0], step - timer[1]
           if steps:
@@ -304,14 +333,14 @@ def _train(config, workdir, task, devices, baselines, changes, stop_after_step):
                            tokens_per_sec=steps * tokens_per_step / seconds)
           timer = (time.time(), step)
         if eval_batches and _is_due(step, config.eval_every_steps, config.num_train_steps):
-          scalars.update(_evaluate(p_eval, pstate.params, eval_batches, devices))
+          scalars.update(_evaluate(p_eval, pstate.params, eval_batches, path))
           timer = (time.time(), step)  # Nor is evaluation.
         if scalars:
           writer.write(step, scalars)
         if save:
-          checkpoints.save(manager, step, parallel.unreplicate(pstate))
+          checkpoints.save(manager, step, path.checkpointable(pstate))
     except FloatingPointError as e:
       manager.wait_until_finished()
       raise FloatingPointError(f'{e}; stopping. The last good checkpoint (step '
                                f'{manager.latest_step()}) in {manager.directory} is intact.') from e
-  return parallel.unreplicate(pstate)
+  return path.fetch(pstate)

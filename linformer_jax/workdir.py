@@ -18,10 +18,12 @@ from absl import logging
 
 CONFIG_FILE = 'config.json'
 LOCK_FILE = 'lock'
-# These decide when to log, evaluate and save and whether to join other
-# processes, not what is computed: a resumed run may change them freely.
+# These decide when to log, evaluate and save, whether to join other processes
+# and how the devices are laid out, not what is computed: a resumed run may
+# change them freely. (Dropout masks follow the layout under pmap, whose masks
+# already change with the device count; every mesh layout draws the same.)
 SAFE_TO_CHANGE = ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
-                  'keep_checkpoints', 'distributed', 'allow_changed')
+                  'keep_checkpoints', 'distributed', 'allow_changed', 'parallelism', 'mesh')
 _ABSENT = '<absent>'
 
 
