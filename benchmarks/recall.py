@@ -40,7 +40,6 @@ benchmarks/quick/recall/); training workdirs go to <out>/tmp/ (git-ignored).
 import argparse
 import glob
 import json
-import math
 import os
 import shutil
 import sys
@@ -48,6 +47,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # pylint: disable=g-import-not-at-top,wrong-import-position
+import quality  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -226,14 +226,6 @@ def _read(folder):
   return rows
 
 
-def mean_std(xs):
-  if not xs:
-    return None, None
-  mean = sum(xs) / len(xs)
-  std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else None
-  return mean, std
-
-
 def summarize(runs, speeds):
   """One row per (kind, width, pairs, steps): accuracy over its seeds and the kind's tokens/s."""
   tokens = {(r['kind'], r['width']): r.get('tokens_per_s') for r in speeds if r['status'] == 'ok'}
@@ -243,7 +235,7 @@ def summarize(runs, speeds):
   rows = []
   for (kind, w, p, steps), rs in sorted(cells.items(), key=lambda kv: (
       kv[0][2], kv[0][1], kv[0][3], list(KINDS).index(kv[0][0]))):
-    mean, std = mean_std([r['eval_accuracy'] for r in rs])
+    mean, std = quality.mean_std([r['eval_accuracy'] for r in rs])
     rows.append({'kind': kind, 'width': w, 'pairs': p, 'steps': steps,
                  'seeds': sorted(r['seed'] for r in rs), 'accuracy_mean': mean,
                  'accuracy_std': std, 'tokens_per_s': tokens.get((kind, w)),

@@ -3,7 +3,10 @@
 Test modules import it as `helpers` (pytest puts tests/ on sys.path), and so
 do the subprocesses that test_trainer.py starts.
 """
+import json
 import os
+import subprocess
+import sys
 
 from linformer_jax import config_lib
 
@@ -41,3 +44,18 @@ def tiny_overrides(name: str, **extra) -> dict:
 def load(name: str, overrides: dict | None = None):
   """configs/<name> with dotted overrides."""
   return config_lib.load(config_path(name), overrides)
+
+
+def measure_on_fake_devices(module: str, devices: int, timeout: int):
+  """Runs tests/<module>.py's `_measure()` in a fresh process that sees `devices`
+  faked host devices (XLA_FLAGS set before JAX is imported); returns the JSON
+  object it prints last."""
+  flags = f'{os.environ.get("XLA_FLAGS", "")} --xla_force_host_platform_device_count={devices}'
+  tests = os.path.join(REPO, 'tests')
+  proc = subprocess.run(
+      [sys.executable, '-c', f'import sys; sys.path.insert(0, {tests!r}); '
+       f'import {module}; {module}._measure()'],
+      env={**os.environ, 'XLA_FLAGS': flags.strip()}, capture_output=True, text=True,
+      timeout=timeout)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -10,15 +10,14 @@ must equal the single-device `attend` (max-norm relative error <= 1e-5 and
 move at two sequence lengths: they must not depend on n.
 """
 import json
-import os
 import re
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+import helpers
 
 import linformer_jax as lj
 
@@ -133,14 +132,7 @@ def _measure():
 
 @pytest.fixture(scope='module')
 def measured():
-  flags = f'{os.environ.get("XLA_FLAGS", "")} --xla_force_host_platform_device_count={DEVICES}'
-  tests = os.path.dirname(os.path.abspath(__file__))
-  proc = subprocess.run(
-      [sys.executable, '-c', f'import sys; sys.path.insert(0, {tests!r}); '
-       'import test_context_parallel; test_context_parallel._measure()'],
-      env={**os.environ, 'XLA_FLAGS': flags.strip()}, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  return helpers.measure_on_fake_devices('test_context_parallel', DEVICES, timeout=600)
 
 
 @pytest.mark.parametrize('kind,causal', CASES)

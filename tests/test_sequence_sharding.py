@@ -15,10 +15,7 @@ sharded gradient step's collectives must move the same bytes at n = 1024 and
 there), and softmax's must grow. The fast tests need no second device.
 """
 import json
-import os
 import re
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -213,14 +210,7 @@ def _measure():
 
 @pytest.fixture(scope='module')
 def measured():
-  flags = f'{os.environ.get("XLA_FLAGS", "")} --xla_force_host_platform_device_count={DEVICES}'
-  tests = os.path.dirname(os.path.abspath(__file__))
-  proc = subprocess.run(
-      [sys.executable, '-c', f'import sys; sys.path.insert(0, {tests!r}); '
-       'import test_sequence_sharding; test_sequence_sharding._measure()'],
-      env={**os.environ, 'XLA_FLAGS': flags.strip()}, capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  return helpers.measure_on_fake_devices('test_sequence_sharding', DEVICES, timeout=900)
 
 
 @pytest.mark.slow
