@@ -21,6 +21,9 @@ import helpers
 
 import linformer_jax as lj
 
+# One subprocess on 8 fake devices measures every case (~20 s): the whole suite runs it.
+pytestmark = pytest.mark.slow
+
 DEVICES = 8
 B, N, H, D, DV, ROWS = 2, 64, 2, 4, 3, 5  # N / 8 = 8 and N / 4 = 16 tokens a device
 CHUNK = 4                                 # several chunks a device

@@ -16,10 +16,11 @@ CASES = [  # x shape, window, padding
     ((2, 37, 5), (4,), ((3, 0),)),             # causal
     ((2, 36, 5), (4,), ((1, 2),)),             # centred, even width ('SAME')
     ((3, 4, 5), (4,), ((0, 0),)),              # valid: one output (a decoding step)
-    ((1, 5, 3), (1,), ((0, 0),)),
-    ((2, 3, 4), (31,), ((15, 15),)),           # window longer than the sequence
     ((2, 9, 7, 3), (3, 3), ((1, 1), (1, 1))),  # 2-D
-    ((2, 6, 10, 3), (5, 5), ((2, 2), (2, 2))),
+    # The rarer shapes run in the whole suite (slow).
+    pytest.param((1, 5, 3), (1,), ((0, 0),), marks=pytest.mark.slow),
+    pytest.param((2, 3, 4), (31,), ((15, 15),), marks=pytest.mark.slow),  # window longer than n
+    pytest.param((2, 6, 10, 3), (5, 5), ((2, 2), (2, 2)), marks=pytest.mark.slow),
 ]
 
 

@@ -90,7 +90,7 @@ def _allowed_argmax(logits):
 
 
 @pytest.mark.parametrize('kind', KINDS)
-@pytest.mark.parametrize('prompt', ['def f(', ''])
+@pytest.mark.parametrize('prompt', ['def f(', pytest.param('', marks=pytest.mark.slow)])
 def test_greedy_generation_is_the_argmax_of_the_parallel_forward_at_every_step(kind, prompt):
   model, params = _model(kind)
   ids = generate.generate(model, params, prompt, 12)

@@ -59,7 +59,7 @@ def _out_and_grads(fn, args, cot):
 
 
 @pytest.mark.parametrize('causal', [False, True])
-@pytest.mark.parametrize('dtype', [jnp.float64, jnp.float32])
+@pytest.mark.parametrize('dtype', [pytest.param(jnp.float64, marks=pytest.mark.slow), jnp.float32])
 def test_values_and_gradients_equal_the_composition_of_naive_references(causal, dtype):
   q, k, v, mask, cot = _data()
   with jax.enable_x64(True):

@@ -178,6 +178,7 @@ def fast_compiles():
   jax.config.update('jax_disable_most_optimizations', False)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures('fast_compiles')
 def test_mesh_step_compiles_once_and_evaluates(data_dir, tmp_path, monkeypatch):
   # One device, a one-device mesh: the loop's mesh path end to end (eval, checkpoints).

@@ -32,6 +32,8 @@ def expected_mlm_params(cfg):
   block = 2 * 2 * e + attention + (e * m + m) + (m * e + e)  # two LayerNorms, attention, MLP
   if cfg.attention == 'linformer':
     block += linformer_per_layer[cfg.linformer_sharing]
+  if cfg.attention == 'linear+window':
+    block += h  # the per-head gate between window and the paper's attention
   encoder = cfg.num_layers * block + 2 * e  # final LayerNorm
   if cfg.attention == 'linformer' and cfg.linformer_sharing == 'layerwise':
     encoder += k * max_len
@@ -60,7 +62,7 @@ def test_tiny_parameter_counts_pinned():
   counts = {f'{a}/{s}': _num_params(lj.MLMModel(lj.tiny(attention=a, linformer_sharing=s)).init(
       jax.random.key(0), _tokens())) for a, s in CASES}
   assert counts == {'softmax/headwise': 10228, 'linear/headwise': 10228, 'elu_linear/headwise': 10228,
-                    'window/headwise': 10228,
+                    'window/headwise': 10228, 'linear+window/headwise': 10232,
                     'none/headwise': 7988, 'linformer/none': 14324, 'linformer/headwise': 12276,
                     'linformer/key-value': 11252, 'linformer/layerwise': 10740}
 

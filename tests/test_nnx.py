@@ -11,8 +11,10 @@ from linformer_jax import nnx as ljnnx
 from linformer_jax.model_config import ATTENTIONS, LINFORMER_SHARING
 
 B, N, EMB = 2, 20, 16  # lj.tiny has emb_dim 16
+# Linformer's sharing modes other than 'headwise' run in the whole suite (slow).
 CASES = [(a, 'headwise') for a in ATTENTIONS if a != 'linformer'] + [
-    ('linformer', s) for s in LINFORMER_SHARING]
+    pytest.param('linformer', s, marks=[] if s == 'headwise' else [pytest.mark.slow])
+    for s in LINFORMER_SHARING]
 
 
 def _inputs(n=N):

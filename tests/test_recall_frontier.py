@@ -78,6 +78,7 @@ def test_quick_study_runs_resumes_and_reports(tmp_path, capsys):
   assert printed.count('done before, skipped') == 4
 
 
+@pytest.mark.slow
 def test_remat_attention_changes_no_value_or_gradient():
   tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 20)), jnp.int32)
   cfg = lj.tiny(attention='softmax', causal=True, num_layers=1)
