@@ -16,6 +16,8 @@ from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
+# The checkpoints' folder in a workdir.
+CHECKPOINT_DIR = 'checkpoints'
 # Where restore_latest moves checkpoints newer than the one it restored but
 # unreadable (kept for inspection, never deleted): the run will save those
 # steps again, and orbax refuses to overwrite a step.
@@ -25,7 +27,7 @@ UNRESTORABLE_DIR = 'unrestorable_checkpoints'
 def create_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
   """Keeps the last `keep` checkpoints; callers decide when to save."""
   return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'),
+      os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
       options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
       # Fixed, rather than guessed from the folders: orbax would take an empty
       # step folder for a multi-item checkpoint and then restore none.
@@ -85,6 +87,20 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, *, shardings=
         f'If the files are damaged, move that folder away to start from step 0; if the code '
         f'or config changed, run it with a new --workdir.')
   return None, 0
+
+
+def restore_params(manager: ocp.CheckpointManager, target, step: int):
+  """The parameters of checkpoint `step`, as host numpy arrays; the rest stays on disk.
+
+  target: the params' tree of jax.ShapeDtypeStruct (`jax.eval_shape`).
+  """
+  # A partial PyTree restore of the item the StandardCheckpointHandler wrote.
+  target = {'params': target}
+  path = os.path.join(manager.directory, str(step), ocp.checkpoint_manager.DEFAULT_ITEM_NAME)
+  restored = ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
+      target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+      partial_restore=True))
+  return restored['params']
 
 
 def _first_line(error):

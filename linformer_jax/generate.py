@@ -12,7 +12,6 @@ and EOS only (PAD, MASK and CLS are never targets); temperature 0 is greedy
 (argmax). EOS, the end of a document, prints as a line break.
 """
 import functools
-import json
 import os
 import sys
 
@@ -20,67 +19,29 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
-from linformer_jax import checkpoints
 from linformer_jax import models
 from linformer_jax import tasks
 from linformer_jax import workdir as workdir_lib
 from linformer_jax.data import vocab
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config of the run in `workdir`: config.json's, with its recorded changes applied."""
-  path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
-  if not os.path.isdir(workdir):
-    raise ValueError(f'workdir {workdir!r} does not exist (or is not a directory).')
-  if not os.path.exists(path):
-    raise ValueError(f'workdir {workdir!r} holds no {workdir_lib.CONFIG_FILE}: not a training '
-                     f'workdir, or its run never started (train.py writes it at the first start).')
-  with open(path) as f:
-    stored = json.load(f)
-  flat = dict(stored['config'])
-  for change in stored.get('changes', []):
-    flat.update({k: new for k, (_, new) in change['keys'].items()})
-  config = ml_collections.ConfigDict()
-  for key, value in flat.items():
-    *parents, name = key.split('.')
-    node = config
-    for parent in parents:
-      if parent not in node:
-        node[parent] = ml_collections.ConfigDict()
-      node = node[parent]
-    node[name] = value
-  return config
+# Kept here for existing imports: the workdir module owns it.
+load_config = workdir_lib.load_config
 
 
 def load_model(workdir: str):
   """(LanguageModel, params, step) of the latest checkpoint in `workdir`; ValueError if none."""
   workdir = os.path.expanduser(workdir)
-  config = load_config(workdir)
+  config = workdir_lib.load_config(workdir)
   if config.get('task') != 'lm':
     raise ValueError(f'workdir {workdir!r} holds a {config.get("task")!r} run; generation needs a '
                      "causal language model, a run of task 'lm' (e.g. configs/lm.py).")
   model = tasks.TASKS['lm'](config, tasks.data_module('lm')).model  # No data check: only the model.
-  ckpt_dir = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  if not os.path.isdir(ckpt_dir):
-    raise ValueError(f'workdir {workdir!r} has no checkpoints/ folder: nothing to restore.')
-  manager = checkpoints.create_manager(workdir, keep=1)
-  step, directory = manager.latest_step(), manager.directory
-  manager.close()
-  if step is None:
-    raise ValueError(f'{ckpt_dir} holds no checkpoint yet: nothing to restore.')
-  # Parameters only (the optimizer state stays on disk): a partial PyTree
-  # restore of the item the training loop's StandardCheckpointHandler wrote.
-  target = {'params': jax.eval_shape(model.init, jax.random.key(0),
-                                     jnp.zeros((1, 1), jnp.int32))['params']}
-  path = os.path.join(directory, str(step), ocp.checkpoint_manager.DEFAULT_ITEM_NAME)
-  restored = ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
-      target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-      partial_restore=True))
-  return model, restored['params'], step
+  params, step = workdir_lib.restore_params(workdir, lambda: jax.eval_shape(
+      model.init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))['params'])
+  return model, params, step
 
 
 def _allowed_ids(vocab_size):

@@ -150,18 +150,6 @@ def _expand_paths(config):
   return config
 
 
-def _check_workdir(workdir):
-  """Creates workdir and proves it writable, touching nothing already there."""
-  probe = os.path.join(workdir, f'.write_test_{parallel.process_index()}')
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    with open(probe, 'w'):
-      pass
-    os.remove(probe)
-  except OSError as e:
-    raise ValueError(f'workdir {workdir!r} is not a writable directory: {e}') from e
-
-
 def _summarize_train(history, first_step, fetch=parallel.unreplicate):
   """Train scalars over the steps since the last summary; waits for them.
 
@@ -234,7 +222,7 @@ def train_and_evaluate(config, workdir: str, *, num_devices: int | None = None,
   # Reads the data (cached for create_datasets): bad data stops the run here.
   baselines = task.baselines(config)
   changes = workdir_lib.check_config(workdir, config)
-  _check_workdir(workdir)
+  workdir_lib.prepare(workdir)
   is_chief = parallel.process_index() == 0
   with workdir_lib.lock(workdir, enabled=is_chief):
     return _train(config, workdir, task, devices, mesh, baselines, changes, stop_after_step)

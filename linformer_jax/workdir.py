@@ -1,4 +1,9 @@
-"""What a workdir holds besides checkpoints and metrics: the run's config and a lock.
+"""The run directory (workdir): its writability, stored config and lock, and a params-only restore.
+
+`prepare` creates the workdir and proves it writable; `load_config` rebuilds
+the run's config; `restore_params` gives the latest checkpoint's parameters
+(for `generate`). The checkpoint format is `checkpoints.py`'s; the metrics,
+`metrics.py`'s.
 
 workdir/config.json is the config of the first start, as flat dotted keys, and
 the changes later starts accepted. A resumed run continues the checkpoint, so a
@@ -15,6 +20,10 @@ import os
 import socket
 
 from absl import logging
+import ml_collections
+
+from linformer_jax import checkpoints
+from linformer_jax import parallel
 
 CONFIG_FILE = 'config.json'
 LOCK_FILE = 'lock'
@@ -25,6 +34,18 @@ LOCK_FILE = 'lock'
 SAFE_TO_CHANGE = ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
                   'keep_checkpoints', 'distributed', 'allow_changed', 'parallelism', 'mesh')
 _ABSENT = '<absent>'
+
+
+def prepare(workdir: str) -> None:
+  """Creates workdir and proves it writable, touching nothing already there."""
+  probe = os.path.join(workdir, f'.write_test_{parallel.process_index()}')
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with open(probe, 'w'):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    raise ValueError(f'workdir {workdir!r} is not a writable directory: {e}') from e
 
 
 def flatten(config) -> dict:
@@ -45,7 +66,7 @@ def _read_json(path):
   try:
     with open(path) as f:
       return json.load(f)
-  except (FileNotFoundError, NotADirectoryError):  # No workdir yet: _check_workdir says why.
+  except (FileNotFoundError, NotADirectoryError):  # No workdir yet: prepare says why.
     return None
 
 
@@ -96,6 +117,31 @@ def record_config(workdir: str, config, changes: dict, step: int) -> None:
     logging.warning('Config changed at step %d, as allowed: %s', step,
                     ', '.join(f'{k} {a!r} -> {b!r}' for k, (a, b) in changes.items()))
   _write_json(path, {'config': flatten(config), 'changes': history})
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config of the run in `workdir`: config.json's, with its recorded changes applied."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isdir(workdir):
+    raise ValueError(f'workdir {workdir!r} does not exist (or is not a directory).')
+  if not os.path.exists(path):
+    raise ValueError(f'workdir {workdir!r} holds no {CONFIG_FILE}: not a training '
+                     f'workdir, or its run never started (train.py writes it at the first start).')
+  with open(path) as f:
+    stored = json.load(f)
+  flat = dict(stored['config'])
+  for change in stored.get('changes', []):
+    flat.update({k: new for k, (_, new) in change['keys'].items()})
+  config = ml_collections.ConfigDict()
+  for key, value in flat.items():
+    *parents, name = key.split('.')
+    node = config
+    for parent in parents:
+      if parent not in node:
+        node[parent] = ml_collections.ConfigDict()
+      node = node[parent]
+    node[name] = value
+  return config
 
 
 # ----------------------------------------------------------------------------- lock
@@ -165,3 +211,29 @@ def _acquire(path, me):
       json.dump(me, f)
     return
   raise RuntimeError(f'Could not take the lock {path}: other runs keep taking it.')
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def restore_params(workdir: str, params_target):
+  """(params, step) of the latest checkpoint in workdir; ValueError if there is none.
+
+  params_target: the params' tree of jax.ShapeDtypeStruct, or a function
+  returning it, called only once a checkpoint is found. Only the parameters
+  are read (the optimizer state stays on disk); nothing is written.
+  """
+  folder = os.path.join(os.path.abspath(workdir), checkpoints.CHECKPOINT_DIR)
+  if not os.path.isdir(folder):
+    raise ValueError(f'workdir {workdir!r} has no {checkpoints.CHECKPOINT_DIR}/ folder: nothing '
+                     f'to restore. Give the workdir of a training run that saved a checkpoint.')
+  manager = checkpoints.create_manager(workdir, keep=1)
+  try:
+    step = manager.latest_step()
+    if step is None:
+      raise ValueError(f'{folder} holds no checkpoint yet: nothing to restore. Give the workdir '
+                       f'of a training run that saved a checkpoint.')
+    target = params_target() if callable(params_target) else params_target
+    return checkpoints.restore_params(manager, target, step), step
+  finally:
+    manager.close()

@@ -108,3 +108,10 @@ def test_a_changed_shape_is_not_taken_for_damage(workdir):
     checkpoints.restore_latest(manager, other)
   manager.close()
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['10', '20', '30']
+
+
+def test_restore_params_reads_one_steps_params(workdir):
+  manager = checkpoints.create_manager(workdir, keep=5)
+  params = checkpoints.restore_params(manager, jax.eval_shape(lambda: _state(0)['params']), 20)
+  manager.close()
+  jax.tree.map(np.testing.assert_array_equal, params, _state(20)['params'])

@@ -1,13 +1,17 @@
-"""The workdir's stored config (changes refused unless allowed) and its lock."""
+"""The workdir: writability, stored config (changes refused unless allowed), lock, parameters."""
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 
+import jax
 import ml_collections
+import numpy as np
 import pytest
 
+from linformer_jax import checkpoints
 from linformer_jax import workdir as wd
 
 
@@ -27,6 +31,44 @@ def _config(**overrides):
 def _stored(workdir):
   with open(os.path.join(workdir, wd.CONFIG_FILE)) as f:
     return json.load(f)
+
+
+def test_prepare_creates_the_workdir_and_leaves_only_what_was_there(tmp_path):
+  workdir = tmp_path / 'runs' / 'a'
+  wd.prepare(str(workdir))
+  assert os.listdir(workdir) == []
+  (workdir / 'metrics.jsonl').write_text('kept')
+  wd.prepare(str(workdir))
+  assert os.listdir(workdir) == ['metrics.jsonl']
+  assert (workdir / 'metrics.jsonl').read_text() == 'kept'
+
+
+@pytest.mark.parametrize('where', ['a_file', 'under_a_file'])
+def test_prepare_refuses_an_unwritable_workdir(tmp_path, where):
+  blocker = tmp_path / 'file'
+  blocker.write_text('not a directory')
+  workdir = str(blocker if where == 'a_file' else blocker / 'run')
+  message = f'^workdir {re.escape(repr(workdir))} is not a writable directory: '
+  with pytest.raises(ValueError, match=message):
+    wd.prepare(workdir)
+  assert blocker.read_text() == 'not a directory'
+
+
+def test_load_config_needs_a_workdir_with_a_config(tmp_path):
+  with pytest.raises(ValueError, match='does not exist'):
+    wd.load_config(str(tmp_path / 'missing'))
+  with pytest.raises(ValueError, match=f'{re.escape(repr(str(tmp_path)))} holds no config.json: '
+                                       'not a training workdir'):
+    wd.load_config(str(tmp_path))
+
+
+def test_load_config_rebuilds_the_stored_config(tmp_path):
+  wd.record_config(str(tmp_path), _config(), {}, step=0)
+  changed = _config(num_train_steps=300, allow_changed='num_train_steps')
+  wd.record_config(str(tmp_path), changed, wd.check_config(str(tmp_path), changed), step=100)
+  loaded = wd.load_config(str(tmp_path))
+  assert loaded.model.emb_dim == 32 and loaded.num_train_steps == 300
+  assert wd.flatten(loaded) == wd.flatten(changed)
 
 
 def test_flatten():
@@ -148,7 +190,7 @@ def test_stale_lock_is_taken_over(tmp_path, caplog):
   with wd.lock(str(tmp_path)):
     with open(os.path.join(tmp_path, wd.LOCK_FILE)) as f:
       assert json.load(f)['pid'] == os.getpid()
-  assert f'stale lock' in caplog.text and str(gone.pid) in caplog.text
+  assert 'stale lock' in caplog.text and str(gone.pid) in caplog.text
 
 
 def test_lock_of_another_host_is_respected(tmp_path):
@@ -163,3 +205,45 @@ def test_lock_of_another_host_is_respected(tmp_path):
 def test_disabled_lock_writes_nothing(tmp_path):
   with wd.lock(str(tmp_path), enabled=False):
     assert os.listdir(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def _state(step):
+  return {'step': np.int32(step),
+          'params': {'dense': {'kernel': np.full((4, 3), step, np.float32)},
+                     'bias': np.arange(3.0, dtype=np.float32) + step},
+          'opt_state': {'mu': np.full((4, 3), -step, np.float32)}}
+
+
+def _params_target():
+  return jax.eval_shape(lambda: _state(0)['params'])
+
+
+def _never_called():
+  raise AssertionError('params_target was called before a checkpoint was found')
+
+
+def test_restore_params_without_checkpoints_names_the_folder(tmp_path):
+  with pytest.raises(ValueError, match=f'workdir {re.escape(repr(str(tmp_path)))} has no '
+                                       'checkpoints/ folder: nothing to restore. Give the workdir'):
+    wd.restore_params(str(tmp_path), _never_called)
+  assert os.listdir(tmp_path) == []  # Nothing written.
+  folder = os.path.join(tmp_path, checkpoints.CHECKPOINT_DIR)
+  os.mkdir(folder)
+  with pytest.raises(ValueError, match=f'^{re.escape(folder)} holds no checkpoint yet'):
+    wd.restore_params(str(tmp_path), _never_called)
+
+
+@pytest.mark.parametrize('lazy', [True, False])
+def test_restore_params_gives_the_latest_checkpoints_params(tmp_path, lazy):
+  manager = checkpoints.create_manager(str(tmp_path), keep=5)
+  for step in (2, 4):
+    checkpoints.save(manager, step, _state(step))
+  manager.wait_until_finished()
+  manager.close()
+  params, step = wd.restore_params(str(tmp_path), _params_target if lazy else _params_target())
+  assert step == 4
+  assert jax.tree.structure(params) == jax.tree.structure(_state(4)['params'])
+  jax.tree.map(np.testing.assert_array_equal, params, _state(4)['params'])
