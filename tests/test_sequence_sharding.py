@@ -10,9 +10,9 @@ Logits must equal the unsharded model's (max-norm relative error <= 1e-5) and
 so must the parameter gradients (‖Δ‖/‖g‖ <= 1e-5); the NNX encoder likewise,
 and a batch of one that the mesh's data axis does not divide (init, apply);
 the sharded convolution alone against `conv.depthwise_conv`. The compiled
-sharded gradient step's collectives must move the same bytes at n = 1024 and
-4096 (parameters, and so their gradients' reductions, do not depend on n
-there), and softmax's must grow. The fast tests need no second device.
+sharded gradient step's collectives must move the same bytes at n = 8192 and
+65536 (compiled only; parameters, and so their gradients' reductions, do not
+depend on n there), and softmax's must grow. The fast tests need no second device.
 """
 import json
 import re
@@ -42,7 +42,7 @@ GATHERED = tuple(name for name in lj.KINDS if name not in SHARDED)
 CASES = ([('mlm', kind) for kind in SHARDED]
          + [('lm', kind) for kind in SHARDED if lj.TABLE[kind].causal is not None]
          + [('mlm', 'softmax'), ('lm', 'window')])
-LENGTHS = (1024, 4096)  # for the communication count
+LENGTHS = (8192, 65536)  # for the communication count (compiled, not run)
 COUNTED = [case for case in CASES if case[1] in SHARDED] + [('mlm', 'softmax')]
 CONV_PADDINGS = ((3, 0), (1, 2), (0, 3), (4, 4), (0, 0))  # causal, centred (even w), 4 = a shard
 
