@@ -280,6 +280,8 @@ def kernel_paths(platform_name):
 def explicit_scores(kind, impl, dtype, platform_name):
   """Whether this path forms the n×n scores in memory."""
   if kind == 'softmax':
+    if impl == 'blocked':
+      return False  # blocks of queries: O(block·n) scores
     # 'jax' is jax.nn.dot_product_attention with implementation=None, which is XLA's
     # explicit form in float32 (and, in JAX 0.10, always); bf16 on GPU may reach cuDNN.
     return impl == 'xla' or dtype == 'float32' or platform_name != 'gpu'

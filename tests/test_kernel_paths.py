@@ -172,6 +172,46 @@ def test_vmap_with_one_example_needing_the_exact_path(impl):
     assert _rel(g, w) <= 1e-4, f'd{name}: {_rel(g, w):.2e}'
 
 
+@pytest.mark.parametrize('causal', [False, True])
+def test_blocked_softmax_over_several_blocks(causal):
+  """'blocked' with blocks of 1, 8 and 16 queries (N = 37: the last block padded)
+  equals the float64 reference, values and gradients, keys x30 and padding."""
+  with jax.enable_x64(True):
+    want_fn = _reference('softmax', causal)
+    qkv, mask, ef, cot = _data(jnp.float64, SPREADS['keys x30'])
+    want_out, want_grads = want_fn(*qkv, mask, *ef, cot)
+    for block_size in (1, 8, 16):
+      got_fn = _out_and_grads(lambda q, k, v, mask, e, f: lj.softmax_attention(
+          q, k, v, key_mask=mask, causal=causal, implementation='blocked', precision=HIGHEST,
+          block_size=block_size))
+      out, grads = got_fn(*qkv, mask, *ef, cot)
+      for name, g, w in zip(('out', 'dq', 'dk', 'dv'), (out,) + grads, (want_out,) + want_grads):
+        assert _rel(g, w) <= 1e-10, f'{name}: {_rel(g, w):.2e}, block_size={block_size}'
+
+
+def _temp_bytes(fn, *shapes):
+  args = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in shapes]
+  return jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes
+
+
+@pytest.mark.parametrize('implementation', ['blocked', None])
+def test_blocked_softmax_never_holds_the_score_matrix(implementation):
+  """Forward and backward at n = 4096 (CPU's default is 'blocked' there) hold
+  less than one n×n float32 score matrix (a few blocks of 512 × n); 'xla' holds
+  several."""
+  from linformer_jax.attention import softmax  # pylint: disable=g-import-not-at-top
+  n = 4096
+  assert n * n >= softmax.BLOCKED_FROM
+  shape = (1, n, 1, 16)
+  def grads(impl):
+    loss = lambda q, k, v: jnp.sum(lj.softmax_attention(q, k, v, causal=True,
+                                                        implementation=impl) ** 2)
+    return jax.grad(loss, argnums=(0, 1, 2))
+  scores = n * n * 4
+  assert _temp_bytes(grads('xla'), shape, shape, shape) >= 2 * scores
+  assert _temp_bytes(grads(implementation), shape, shape, shape) < scores
+
+
 # The paper's kernel in the fast suite; every other kind's bf16 check in the whole suite.
 @pytest.mark.parametrize('kind,causal,impl', [
     pytest.param(*path, marks=[] if path[0] == 'linear' else [pytest.mark.slow]) for path in _paths()])

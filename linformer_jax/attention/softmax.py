@@ -1,10 +1,14 @@
 """Exact softmax attention with 1/sqrt(d) scaling: O(n²·d) time.
 
 Implementations: 'xla' forms the scores explicitly (O(n²) memory; the
-reference the other kernels are compared with; CPU's default) and 'jax' calls
-`jax.nn.dot_product_attention`: with implementation='cudnn' (fused flash
-attention) on a GPU for bf16/fp16 inputs, and its XLA form (n×n scores)
-elsewhere or where cuDNN refuses the call. The default off CPU.
+reference the other kernels are compared with); 'blocked' takes the queries
+in blocks of `block_size`, each against every key under `jax.checkpoint`, so
+forward and backward hold O(block_size·n) scores instead of O(n²) (the query
+chunking of Rabe & Staats, arXiv:2112.05682; same arithmetic per row, O(n²)
+time); 'jax' calls `jax.nn.dot_product_attention`: with implementation='cudnn'
+(fused flash attention) on a GPU for bf16/fp16 inputs, and its XLA form (n×n
+scores) elsewhere or where cuDNN refuses the call. The default is 'jax' off
+CPU; on CPU 'xla', or 'blocked' from BLOCKED_FROM = q_len·kv_len on.
 """
 import functools
 import math
@@ -16,7 +20,9 @@ from jax import lax
 from linformer_jax.attention import common
 from linformer_jax.attention.common import NEG
 
-IMPLEMENTATIONS = ('xla', 'jax')
+IMPLEMENTATIONS = ('xla', 'blocked', 'jax')
+BLOCK_SIZE = 512                  # queries per block of 'blocked'
+BLOCKED_FROM = 2048 * 2048        # q_len·kv_len from which CPU's default is 'blocked'
 
 
 def _allowed(key_mask, causal, q_len, kv_len):
@@ -38,33 +44,72 @@ def _xla(num, q, k, v, allowed):
   return num.einsum('bhqk,bkhd->bqhd', weights, v)
 
 
-@functools.partial(jax.jit, static_argnames=('causal', 'implementation', 'precision'))
+def _blocked(num, q, k, v, key_mask, causal, block_size):
+  """_xla on blocks of `block_size` queries (the last one padded), one at a time."""
+  b, n, h, d = q.shape
+  block = min(block_size, n)
+  count = -(-n // block)
+  blocks = jnp.pad(q, ((0, 0), (0, count * block - n), (0, 0), (0, 0)))
+  blocks = blocks.reshape(b, count, block, h, d).swapaxes(0, 1)
+
+  @jax.checkpoint  # the backward recomputes a block's scores rather than storing them all
+  def one(args):
+    start, q_block = args
+    allowed = _allowed(key_mask, False, block, k.shape[1])
+    if causal:
+      seen = jnp.arange(k.shape[1])[None, :] <= start + jnp.arange(block)[:, None]
+      allowed = seen[None, None] if allowed is None else allowed & seen[None, None]
+    return _xla(num, q_block, k, v, allowed)
+
+  out = lax.map(one, (jnp.arange(count) * block, blocks))
+  return out.swapaxes(0, 1).reshape(b, count * block, h, -1)[:, :n]
+
+
+def _has_keys(key_mask, causal):
+  """[b, q_len or 1] bool: whether each query sees a real key (None: every query does), O(n)."""
+  if key_mask is None:
+    return None
+  if causal:
+    return lax.cummax(key_mask.astype(jnp.int32), axis=1) > 0
+  return jnp.any(key_mask, axis=1, keepdims=True)
+
+
+@functools.partial(jax.jit, static_argnames=('causal', 'implementation', 'precision',
+                                             'block_size'))
 def softmax_attention(query, key, value, *, key_mask=None, causal=False, implementation=None,
-                      precision=None):
+                      precision=None, block_size=BLOCK_SIZE):
   """Exact softmax attention with 1/sqrt(d) scaling: O(n²) time.
 
   With `causal`, query i sees keys j <= i (q_len must equal kv_len).
-  `implementation`: None ('xla' on CPU, 'jax' elsewhere), 'xla' (explicit
-  scores, O(n²) memory) or 'jax' (`jax.nn.dot_product_attention`: cuDNN flash
+  `implementation`: None ('jax' off CPU; on CPU 'xla', or 'blocked' from
+  BLOCKED_FROM = q_len·kv_len on), 'xla' (explicit scores, O(n²) memory),
+  'blocked' (`block_size` queries at a time, O(block_size·n) memory, also in
+  the backward) or 'jax' (`jax.nn.dot_product_attention`: cuDNN flash
   attention on GPU for bf16/fp16; float64 inputs take 'xla', since it computes
   in float32). A query whose keys are all masked gets zeros.
   """
   common.check_inputs('softmax_attention', query, key, value, key_mask, causal)
   common.check_implementation('softmax_attention', implementation, IMPLEMENTATIONS)
+  if not common.is_positive_int(block_size):
+    raise ValueError(f'softmax_attention: block_size must be a positive int; got {block_size!r}')
   empty = common.empty_output(query, key, value)
   if empty is not None:
     return empty
   num = common.numerics(query, key, value, precision=precision)
-  allowed = _allowed(key_mask, causal, query.shape[1], key.shape[1])
-  if num.acc == jnp.float64:
+  q_len, kv_len = query.shape[1], key.shape[1]
+  if num.acc == jnp.float64 and implementation in (None, 'jax'):
     # jax.nn.dot_product_attention computes its scores in float32 whatever the inputs.
-    implementation = 'xla'
-  impls = {'xla': functools.partial(_xla, num, allowed=allowed),
+    implementation = 'xla' if q_len * kv_len < BLOCKED_FROM else 'blocked'
+  impls = {'xla': lambda q, k, v: _xla(num, q, k, v, _allowed(key_mask, causal, q_len, kv_len)),
+           'blocked': functools.partial(_blocked, num, key_mask=key_mask, causal=causal,
+                                        block_size=block_size),
            'jax': functools.partial(common.jax_nn_attention, num, key_mask=key_mask, causal=causal)}
-  out = common.by_platform(implementation, (query, key, value), impls, cpu='xla', default='jax')
-  if allowed is not None:
+  cpu = 'xla' if q_len * kv_len < BLOCKED_FROM else 'blocked'
+  out = common.by_platform(implementation, (query, key, value), impls, cpu=cpu, default='jax')
+  has_keys = _has_keys(key_mask, causal)
+  if has_keys is not None:
     # A row with every key masked would otherwise be a uniform average.
-    out = jnp.where(jnp.any(allowed, axis=-1)[..., None].transpose(0, 2, 1, 3), out, 0.0)
+    out = jnp.where(has_keys[:, :, None, None], out, 0.0)
   return out.astype(query.dtype)
 
 
