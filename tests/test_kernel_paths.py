@@ -232,7 +232,7 @@ def test_bfloat16_error_against_float64(kind, causal, impl):
 
 @pytest.mark.parametrize('bad,match', [
     (dict(kind='linear', causal=True, implementation='pallas_v9'), r"no implementation 'pallas_v9'"),
-    (dict(kind='softmax', implementation='scan'), r"no implementation 'scan'; valid: None .* \('xla', 'jax'\)"),
+    (dict(kind='softmax', implementation='scan'), r"no implementation 'scan'; valid: None .* \('xla', 'blocked', 'jax'\)"),
     (dict(kind='linformer', causal=True), 'no causal form'),
 ])
 def test_attend_rejects_unknown_implementations(bad, match):
