@@ -24,9 +24,10 @@ attention-free control: the convolutions alone).
 Throughput: training tokens/s at n = 16384, batch 1, per kind and width: the
 same 8-layer causal model through train_throughput.py's worker (the train
 library's AdamW step, a fresh process each, median of a few steps after a
-warm-up); models with a softmax layer recompute their attention in the backward
-pass (ModelConfig.remat_attention, jax.checkpoint) so that no n×n weights are
-kept per layer. A worker whose XLA plan would not fit is recorded as skipped.
+warm-up); softmax layers run their default implementation, which on CPU at this
+length is 'blocked' (512 queries at a time, O(512·n) scores, also in the backward
+pass), and models with a softmax layer also set ModelConfig.remat_attention. A
+worker whose XLA plan would not fit is recorded as skipped.
 
 Resumable run by run: every training run writes <out>/runs/<name>.json and
 every throughput measurement <out>/throughput/<name>.json as it finishes; a
@@ -270,7 +271,8 @@ def markdown(report):
   lines = [f"# Recall against cost ({report['run']})", '',
            f"Command: `{report['command']}`; {len(report['runs'])} of {report['planned_runs']} "
            f"planned training runs and {len(report['throughput'])} of "
-           f"{report['planned_throughput']} throughput measurements present.", '']
+           f"{report['planned_throughput']} throughput measurements present (the {report['run']} "
+           f"grid plans {report['grid_runs']} training runs).", '']
   lines += ['Machines (as each measurement recorded them):', ''] + [
       f'- {m}' for m in machines(report['runs'] + report['throughput'])] + ['']
   lines += ['## MQAR accuracy (causal, last eval) and training tokens/s at n = '
@@ -324,8 +326,8 @@ def figure(report):
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=6)
   axes[0][0].set_ylabel('MQAR accuracy')
-  fig.suptitle(f"Recall against cost ({report['run']} run: {len(report['runs'])} of "
-               f"{report['planned_runs']} planned runs)")
+  fig.suptitle(f"Recall against cost ({len(report['runs'])} of the {report['run']} grid's "
+               f"{report['grid_runs']} training runs)")
   return fig
 
 
@@ -338,6 +340,8 @@ def report(out, mode, argv, widths, pairs, kinds, steps):
          'config': CONFIG, 'throughput_n': MODES[mode]['throughput_n'],
          'planned_runs': len(plan_train(mode, widths, pairs, kinds, steps)),
          'planned_throughput': len(plan_throughput(mode, widths, kinds)),
+         'grid_runs': len(plan_train(mode, MODES[mode]['widths'], MODES[mode]['pairs'],
+                                     MODES[mode]['kinds'], steps)),
          'runs': runs, 'throughput': speeds, 'summary': summarize(runs, speeds)}
   try:
     fig = figure(rep)

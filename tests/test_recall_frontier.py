@@ -58,7 +58,7 @@ def test_quick_study_runs_resumes_and_reports(tmp_path, capsys):
   recall.main(['--quick', '--out', out])
   with open(os.path.join(out, 'recall.json')) as f:
     report = json.load(f)
-  assert report['planned_runs'] == len(report['runs']) == 2
+  assert report['planned_runs'] == len(report['runs']) == report['grid_runs'] == 2
   assert report['planned_throughput'] == len(report['throughput']) == 2
   assert {r['kind'] for r in report['runs']} == {'linear', 'linear+window'}
   for r in report['runs']:
