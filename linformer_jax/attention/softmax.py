@@ -97,14 +97,14 @@ def softmax_attention(query, key, value, *, key_mask=None, causal=False, impleme
     return empty
   num = common.numerics(query, key, value, precision=precision)
   q_len, kv_len = query.shape[1], key.shape[1]
+  cpu = 'xla' if q_len * kv_len < BLOCKED_FROM else 'blocked'
   if num.acc == jnp.float64 and implementation in (None, 'jax'):
     # jax.nn.dot_product_attention computes its scores in float32 whatever the inputs.
-    implementation = 'xla' if q_len * kv_len < BLOCKED_FROM else 'blocked'
+    implementation = cpu
   impls = {'xla': lambda q, k, v: _xla(num, q, k, v, _allowed(key_mask, causal, q_len, kv_len)),
            'blocked': functools.partial(_blocked, num, key_mask=key_mask, causal=causal,
                                         block_size=block_size),
            'jax': functools.partial(common.jax_nn_attention, num, key_mask=key_mask, causal=causal)}
-  cpu = 'xla' if q_len * kv_len < BLOCKED_FROM else 'blocked'
   out = common.by_platform(implementation, (query, key, value), impls, cpu=cpu, default='jax')
   has_keys = _has_keys(key_mask, causal)
   if has_keys is not None:
