@@ -39,6 +39,16 @@ Longer range: --config.seq_len=4096 --config.batch_size=2 (2047-byte passages,
 300: softmax + rotary 2.061 / 0.863 / 0.344 (92.6% right, still falling; 12
 min, 0.4-0.5 steps/s); control 2.096 / 1.756 / 1.622 (57.2%); the paper's
 attention 2.140 / 1.775 / 1.629 (56.9%).
+
+Hybrids, 4 layers (--config.model.num_layers=4), 300 steps, one seed each, 2-core
+Intel Xeon, 2026-12-06, two runs sharing the machine; eval loss at steps
+100 / 200 / 300:
+  softmax + rotary, 4 layers               1.198 / 0.050 / 0.0231 (99.9%)
+  hybrid 3:1, softmax layer with rotary    1.490 / 0.123 / 0.0646 (99.0%)
+    (--config.model.layer_attention=linear,linear,linear,softmax)
+  linear+window (w = 64), learned pos.     2.037 / 1.623 / 1.493 (59.3%)
+    (--config.model.attention=linear+window --config.model.position=learned)
+One softmax layer in four is enough to copy; a 64-token window is not.
 """
 
 from linformer_jax import config_lib
