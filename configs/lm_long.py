@@ -14,7 +14,12 @@ generated length). seq_len must be a multiple of P. Per-device memory of the
 compiled step against the unsharded one: benchmarks/sequence_memory.py.
 The embedded stdlib corpus holds only ~21 training rows and ~1 validation row
 (wrapped around) of this length: point dataset='text_files' at a larger corpus
-for a real run. Not yet run: no loss or time is claimed here.
+for a real run. Run for 30 steps on 8 host devices faked on a 2-core CPU VM
+(Intel Xeon, idle, 2026-12-06: XLA_FLAGS=--xla_force_host_platform_device_count=8
+and --config.num_train_steps=30 --config.warmup_steps=5 --config.log_every_steps=5
+--config.eval_every_steps=10): 10.3 s a step, 5 min 35 s wall, peak RSS 13.1
+GiB; eval loss 3.434 / 3.363 / 3.352 at steps 10 / 20 / 30 (unigram 3.345,
+bigram 2.652): it trains; what it reaches is not measured.
 """
 from linformer_jax import config_lib
 

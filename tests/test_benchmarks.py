@@ -7,6 +7,7 @@ targets, summaries, worker failure handling) are tested directly.
 """
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -278,24 +279,33 @@ def test_oversized_configs_are_skipped_without_running(tmp_path):
 
 @pytest.mark.slow
 def test_sequence_memory_quick(tmp_path):
-  """Splitting the sequence over 8 devices shrinks each device's compiled train step, and
-  its temporaries grow with n at a fraction of the one-device step's rate."""
+  """Splitting the sequence over 8 devices shrinks each device's compiled train step, its
+  temporaries grow with n at a fraction of the one-device step's rate, and each cell ran."""
   proc = subprocess.run([sys.executable, os.path.join(BENCH, 'sequence_memory.py'), '--quick',
                          '--out', str(tmp_path)], capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-4000:]
   with open(tmp_path / 'sequence_memory.json') as f:
     report = json.load(f)
   assert report['benchmark'] == 'sequence_memory' and report['run'] == 'quick'
-  assert report['device']['device_count'] == 8
+  assert report['device']['device_count'] == 8 and report['devices'] == [1, 8]
   rows = report['results']
   for row in rows:
-    one, split = row['one_device'], row['sequence_8']
+    one, split = row['sequence_1'], row['sequence_8']
     assert 0 < split['total'] < one['total'] and split['arguments'] <= one['arguments'], row
+    for cell in (one, split):
+      assert cell['tokens_per_sec'] == pytest.approx(row['batch'] * row['n'] / cell['step_s'])
   (short, long), temps = rows, lambda row, where: row[where]['temporaries']
   assert long['n'] == 2 * short['n']
   assert (temps(long, 'sequence_8') - temps(short, 'sequence_8')
-          < (temps(long, 'one_device') - temps(short, 'one_device')) / 4)
-  assert '| 2048 |' in (tmp_path / 'sequence_memory.md').read_text()
+          < (temps(long, 'sequence_1') - temps(short, 'sequence_1')) / 4)
+  assert '| 2048 | 8 |' in (tmp_path / 'sequence_memory.md').read_text()
+
+
+def test_sequence_memory_rejects_bad_devices(capsys):
+  import sequence_memory  # pylint: disable=g-import-not-at-top
+  with pytest.raises(SystemExit):
+    sequence_memory.main(['--devices', '1,3', '--out', '/nonexistent'])
+  assert '--devices [3]: each must divide the 8 host devices' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('body,expected', [
@@ -320,3 +330,30 @@ def test_quick_runs_never_overwrite_full_results():
   # Smoke-run outputs are git-ignored.
   with open(os.path.join(REPO, '.gitignore')) as f:
     assert '/benchmarks/quick/' in f.read().split()
+
+
+@pytest.mark.slow
+def test_mesh_vs_pmap_quick(tmp_path):
+  """pmap and the fsdp mesh train the same steps (equal losses) and each reports its tokens/s."""
+  proc = subprocess.run([sys.executable, os.path.join(BENCH, 'mesh_vs_pmap.py'), '--quick',
+                         '--out', str(tmp_path)], capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  with open(tmp_path / 'mesh_vs_pmap.json') as f:
+    report = json.load(f)
+  assert report['benchmark'] == 'mesh_vs_pmap' and report['device']['device_count'] == 8
+  pmap, fsdp = report['results']
+  assert (pmap['layout'], fsdp['layout']) == ('pmap', 'fsdp:8')
+  assert '--config.mesh=data:1,fsdp:8,sequence:1' in fsdp['command']
+  for row in (pmap, fsdp):
+    assert row['status'] == 'ok' and len(row['windows']) == report['steps'] - 1, row
+    assert row['tokens_per_sec'] == pytest.approx(statistics.median(row['windows'][1:]))
+  assert abs(fsdp['final_train_loss'] - pmap['final_train_loss']) <= 1e-5 * pmap['final_train_loss']
+  assert '| mesh fsdp:8 |' in (tmp_path / 'mesh_vs_pmap.md').read_text()
+  assert not os.listdir(tmp_path / 'tmp')  # each run's workdir removed
+
+
+def test_mesh_vs_pmap_rejects_unknown_layout(capsys):
+  import mesh_vs_pmap  # pylint: disable=g-import-not-at-top
+  with pytest.raises(SystemExit):
+    mesh_vs_pmap.main(['--layouts', 'pmap;data:3', '--out', '/nonexistent'])
+  assert "unknown layout(s) ['data:3']" in capsys.readouterr().err
