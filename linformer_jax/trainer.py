@@ -92,7 +92,8 @@ def _loss_sums(logits, targets, weights):
           'denominator': jnp.sum(weights)}
 
 
-def train_step(state, batch, rng, *, model, tx, schedule, targets, axis_name=None):
+def train_step(state, batch, rng, *, model, tx, schedule, targets, axis_name=None,
+               param_shardings=None):
   """One AdamW update from this device's rows of the global batch.
 
   The loss is the weighted cross-entropy summed over the global batch divided
@@ -100,6 +101,10 @@ def train_step(state, batch, rng, *, model, tx, schedule, targets, axis_name=Non
   over a mesh, where the arrays and so the sums are already global), so any
   number of devices gives the update of one device holding the whole batch.
   `rng` is folded with the step: dropout follows from (key, step) alone.
+  `param_shardings` (the mesh path, jit only): the parameters' NamedShardings;
+  each parameter is then gathered whole before the forward pass and its
+  gradient reduced straight into its shard (FSDP's gather and reduce-scatter),
+  rather than leaving XLA to split the computation around the shards.
   Returns (new state, metrics: global scalars, the same on every device).
   """
   rng = jax.random.fold_in(rng, state.step)
@@ -107,6 +112,9 @@ def train_step(state, batch, rng, *, model, tx, schedule, targets, axis_name=Non
   denominator = jnp.maximum(_psum(jnp.sum(weights), axis_name), 1.0)
 
   def loss_fn(params):
+    if param_shardings is not None:
+      params = jax.tree.map(lambda p, s: jax.lax.with_sharding_constraint(
+          p, jax.NamedSharding(s.mesh, jax.P())), params, param_shardings)
     logits = model.apply({'params': params}, batch['inputs'], deterministic=False,
                          rngs={'dropout': rng})
     sums = _loss_sums(logits, labels, weights)
@@ -114,6 +122,8 @@ def train_step(state, batch, rng, *, model, tx, schedule, targets, axis_name=Non
 
   grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
   grads, sums = _psum((grads, sums), axis_name)
+  if param_shardings is not None:
+    grads = jax.lax.with_sharding_constraint(grads, param_shardings)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {'loss': sums['loss'] / denominator, 'accuracy': sums['accuracy'] / denominator,
