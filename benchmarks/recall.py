@@ -12,14 +12,16 @@ prediction, scored at each query key) over width (64, 128) × key-value pairs
 for 256 pairs), key ids max(32, 2 · pairs), 8-layer models (mlp 2 · width,
 conv_width 3 in every block as in the config, so attention is the only
 difference), the config's steps (600) and learning rate. 3 seeds at width 128
-with 64 and 256 pairs, 1 elsewhere: 8 kinds × 10 runs = 80 runs. Not run whole:
+with 64 and 256 pairs, 1 elsewhere: 10 kinds × 10 runs = 100 runs. Not run whole:
 the one cell measured (width 64, 16 pairs) took 5-9 min per run on 2 shared CPU
 cores; scaling by tokens per step (×4, ×16 for 64 and 256 pairs) and ~2.5× for
 width 128 puts the grid near 150 hours there, so it is sized for an
 accelerator. Kinds (KINDS): softmax, linear (the paper's),
 elu_linear, window (w = 64), hybrids 3:1 and 7:1 (linear layers, every 4th or
-8th softmax), linear+window (one layer, gated per head) and none (the
-attention-free control: the convolutions alone).
+8th softmax), the same hybrids with softmax first ('hybrid 3:1 first': softmax,
+linear x 3, twice; 'hybrid 7:1 first': softmax, linear x 7), linear+window (one
+layer, gated per head) and none (the attention-free control: the convolutions
+alone).
 
 Throughput: training tokens/s at n = 16384, batch 1, per kind and width: the
 same 8-layer causal model through train_throughput.py's worker (the train
@@ -63,6 +65,9 @@ KINDS = {
     'window': {'attention': 'window'},
     'hybrid 3:1': {'layer_attention': 'linear,linear,linear,softmax'},
     'hybrid 7:1': {'layer_attention': ','.join(['linear'] * 7 + ['softmax'])},
+    # The same layers with softmax first (the 7:1 one-layer placement that learns 64 pairs).
+    'hybrid 3:1 first': {'layer_attention': 'softmax,linear,linear,linear'},
+    'hybrid 7:1 first': {'layer_attention': ','.join(['softmax'] + ['linear'] * 7)},
     'linear+window': {'attention': 'linear+window'},
     'none': {'attention': 'none'},
 }
