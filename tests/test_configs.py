@@ -36,7 +36,7 @@ VARIANTS = {
                              'parallelism': 'mesh', 'mesh': 'data:1,fsdp:1,sequence:-1',
                              'model.position': 'sinusoidal'}),
     'lm_hybrid.py': ('lm.py', {'model.num_layers': 4,
-                               'model.layer_attention': 'linear,linear,linear,softmax'}),
+                               'model.layer_attention': 'softmax,linear,linear,linear'}),
 }
 
 

@@ -195,5 +195,5 @@ def test_context_limit_is_bounded_when_any_layer_is():
 def test_lm_hybrid_config_builds_its_pattern():
   model = tasks.create(load_config('lm_hybrid.py')).model
   assert isinstance(model, lj.LanguageModel)
-  assert model.config.layer_kinds == ('linear', 'linear', 'linear', 'softmax')
+  assert model.config.layer_kinds == ('softmax', 'linear', 'linear', 'linear')
   assert model.config.causal and model.config.conv_width == 4
