@@ -184,9 +184,14 @@ def train(out, mode, widths, pairs, kinds, steps):
 # ----------------------------------------------------------------------------- throughput
 
 
-def plan_throughput(mode, widths, kinds):
-  """(name, worker spec) per kind and width: train_throughput.py's worker at n, batch 1."""
+def plan_throughput(mode, widths, kinds, reps=None):
+  """(name, worker spec) per kind and width: train_throughput.py's worker at n, batch 1.
+
+  reps: timed steps after the warm-up (default the mode's); fewer also shortens the budget,
+  so that one rep of a minutes-long softmax step is all that runs.
+  """
   m = MODES[mode]
+  reps = reps or m['reps']
   plan = []
   for w in widths:
     for kind in kinds:
@@ -195,15 +200,16 @@ def plan_throughput(mode, widths, kinds):
       model.update(dropout_rate=0.0, causal=True, conv_width=3, chunk_size=32,
                    remat_attention=has_softmax(kind))
       spec = {'attention': attention, 'seq_len': m['throughput_n'], 'batch': 1, 'model': model,
-              'reps': m['reps'], 'budget_s': m['budget_s'], 'max_warmup_s': m['max_warmup_s']}
+              'reps': reps, 'budget_s': m['budget_s'] * reps / m['reps'],
+              'max_warmup_s': m['max_warmup_s']}
       plan.append((_name('w', w, kind, 'n', m['throughput_n']), kind, w, spec))
   return plan
 
 
-def throughput(out, mode, widths, kinds):
+def throughput(out, mode, widths, kinds, reps=None):
   os.makedirs(os.path.join(out, 'throughput'), exist_ok=True)
   env = harness.quick_env() if mode == 'quick' else None
-  plan = plan_throughput(mode, widths, kinds)
+  plan = plan_throughput(mode, widths, kinds, reps)
   for i, (name, kind, w, spec) in enumerate(plan):
     path = os.path.join(out, 'throughput', name + '.json')
     if os.path.exists(path):
@@ -377,6 +383,8 @@ def parse_args(argv):
   p.add_argument('--pairs', help='comma-separated subset of the numbers of pairs (full: 16,64,256)')
   p.add_argument('--kinds', help=f'comma-separated subset of {list(KINDS)}')
   p.add_argument('--steps', type=int, help="training steps (default: the config's, 600)")
+  p.add_argument('--reps', type=int, help='throughput: timed steps after the warm-up (default 3; '
+                                          'the JSON records it)')
   args = p.parse_args(argv)
   args.mode = 'quick' if args.quick else 'full'
   m = MODES[args.mode]
@@ -397,6 +405,8 @@ def parse_args(argv):
     args.steps = m['steps']
   elif args.steps < 1:
     p.error(f'--steps must be positive, got {args.steps}')
+  if args.reps is not None and args.reps < 1:
+    p.error(f'--reps must be positive, got {args.reps}')
   args.out = args.out or harness.default_out('recall', args.quick)
   return args
 
@@ -410,7 +420,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # one line per run here, not train's per-step lines
     train(args.out, args.mode, args.widths, args.pairs, args.kinds, args.steps)
   if args.step in ('all', 'throughput'):
-    throughput(args.out, args.mode, args.widths, args.kinds)
+    throughput(args.out, args.mode, args.widths, args.kinds, args.reps)
   if args.step in ('all', 'report'):
     _, paths = report(args.out, args.mode, argv, args.widths, args.pairs, args.kinds, args.steps)
     print('\n'.join(paths.values()))

@@ -40,12 +40,16 @@ def test_full_plan_is_the_promised_grid():
     cfg = lj.ModelConfig(max_len=spec['seq_len'], attention=spec['attention'], **spec['model'])
     assert cfg.remat_attention == ('softmax' in cfg.layer_kinds) and spec['batch'] == 1
     assert spec['seq_len'] == 16384 and cfg.num_layers == 8 and cfg.causal
+    assert spec['reps'] == 3 and spec['budget_s'] == recall.MODES['full']['budget_s']
+  (_, _, _, one), = recall.plan_throughput('full', (128,), ('softmax',), reps=1)
+  assert one['reps'] == 1 and one['budget_s'] == recall.MODES['full']['budget_s'] / 3
 
 
 def test_bad_arguments_are_named(capsys):
   for argv, match in ((['--kinds', 'linear,performer'], "unknown kind(s) ['performer']"),
                       (['--widths', '64,x'], "--widths='64,x' must be comma-separated integers"),
                       (['--steps', '0'], '--steps must be positive, got 0'),
+                      (['--reps', '-1'], '--reps must be positive, got -1'),
                       (['plot'], "invalid choice: 'plot'")):
     with pytest.raises(SystemExit):
       recall.parse_args(argv)
