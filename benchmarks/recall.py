@@ -383,8 +383,8 @@ def parse_args(argv):
   p.add_argument('--pairs', help='comma-separated subset of the numbers of pairs (full: 16,64,256)')
   p.add_argument('--kinds', help=f'comma-separated subset of {list(KINDS)}')
   p.add_argument('--steps', type=int, help="training steps (default: the config's, 600)")
-  p.add_argument('--reps', type=int, help='throughput: timed steps after the warm-up (default 3; '
-                                          'the JSON records it)')
+  p.add_argument('--reps', type=int, help='throughput: timed steps after the warm-up '
+                                          f"(default {MODES['full']['reps']}; the JSON records it)")
   args = p.parse_args(argv)
   args.mode = 'quick' if args.quick else 'full'
   m = MODES[args.mode]
