@@ -20,6 +20,7 @@ sys.path.insert(0, BENCH)
 
 import harness  # pylint: disable=g-import-not-at-top,wrong-import-position
 import conv  # pylint: disable=g-import-not-at-top,wrong-import-position
+import hybrid_configs  # pylint: disable=g-import-not-at-top,wrong-import-position
 import kernels  # pylint: disable=g-import-not-at-top,wrong-import-position
 import quality  # pylint: disable=g-import-not-at-top,wrong-import-position
 import train_throughput  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -357,3 +358,53 @@ def test_mesh_vs_pmap_rejects_unknown_layout(capsys):
   with pytest.raises(SystemExit):
     mesh_vs_pmap.main(['--layouts', 'pmap;data:3', '--out', '/nonexistent'])
   assert "unknown layout(s) ['data:3']" in capsys.readouterr().err
+
+
+def test_hybrid_configs_compare_at_equal_depth():
+  """Each hybrid config's layer pattern fills exactly the depth its single-kind peers get."""
+  from linformer_jax import config_lib  # pylint: disable=g-import-not-at-top
+  for task in hybrid_configs.TASKS:
+    path, flags = hybrid_configs.command(task, 'hybrid', 0, False)
+    model = config_lib.load(os.path.join(REPO, path)).model
+    assert model.num_layers == hybrid_configs.LAYERS == len(model.layer_attention.split(','))
+    assert model.layer_attention.split(',')[0] == 'softmax' and flags == ['--config.seed=0']
+    for kind in ('linear', 'softmax', 'none'):
+      path, flags = hybrid_configs.command(task, kind, 3, False)
+      assert path == f'configs/{task}.py'
+      assert f'--config.model.num_layers={hybrid_configs.LAYERS}' in flags
+      assert '--config.seed=3' in flags
+      assert (f'--config.model.attention={kind}' in flags) == (kind != 'linear')
+
+
+def test_hybrid_configs_bad_arguments_name_the_valid_ones(capsys):
+  for argv, message in ((['--kinds', 'hybrid,window'], "['window'] not valid; valid: ['hybrid', "),
+                        (['--tasks', 'lm,image'], "['image'] not valid; valid: ['lm', 'mlm']"),
+                        (['--seeds', '0,-1'], 'seeds must be non-negative integers')):
+    with pytest.raises(SystemExit):
+      hybrid_configs.main(argv + ['--out', '/nonexistent'])
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_hybrid_configs_quick_runs_and_resumes(tmp_path, data_dir):
+  """Two runs stored with their commands; the same command again trains nothing."""
+  argv = [sys.executable, os.path.join(BENCH, 'hybrid_configs.py'), '--quick', '--tasks', 'lm',
+          '--kinds', 'hybrid,none', '--data_dir', str(data_dir), '--out', str(tmp_path)]
+  proc = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  runs = sorted(os.listdir(tmp_path / 'runs'))
+  assert runs == ['lm_hybrid_seed_0.json', 'lm_none_seed_0.json']
+  stamps = {}
+  for name in runs:
+    with open(tmp_path / 'runs' / name) as f:
+      row = json.load(f)
+    assert row['status'] == 'ok' and row['steps'] == hybrid_configs.QUICK['num_train_steps']
+    assert row['baselines']['baseline_unigram_loss'] > 0 and row['tokens_per_sec'] > 0
+    stamps[name] = os.path.getmtime(tmp_path / 'runs' / name)
+  assert row['command'].startswith('python train.py --config=configs/lm.py ')
+  assert not os.listdir(tmp_path / 'tmp')  # each run's workdir removed
+  md = (tmp_path / 'hybrid_configs.md').read_text()
+  assert '| hybrid |' in md and '| none |' in md and '| softmax |' not in md
+  again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0 and '"status"' not in again.stdout  # nothing retrained
+  assert {n: os.path.getmtime(tmp_path / 'runs' / n) for n in runs} == stamps
