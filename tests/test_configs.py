@@ -37,6 +37,8 @@ VARIANTS = {
                              'model.position': 'sinusoidal'}),
     'lm_hybrid.py': ('lm.py', {'model.num_layers': 4,
                                'model.layer_attention': 'softmax,linear,linear,linear'}),
+    'mlm_hybrid.py': ('mlm.py', {'model.num_layers': 4,
+                                 'model.layer_attention': 'softmax,linear,linear,linear'}),
 }
 
 

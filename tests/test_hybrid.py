@@ -2,7 +2,7 @@
 
 The config and its checks, exact parameter counts derived from single-kind
 models, each block being its kind's block, NNX == linen, MLM forward, LM
-decoding == the parallel forward, and configs/lm_hybrid.py.
+decoding == the parallel forward, and configs/lm_hybrid.py and configs/mlm_hybrid.py.
 """
 import jax
 import jax.numpy as jnp
@@ -197,3 +197,10 @@ def test_lm_hybrid_config_builds_its_pattern():
   assert isinstance(model, lj.LanguageModel)
   assert model.config.layer_kinds == ('softmax', 'linear', 'linear', 'linear')
   assert model.config.causal and model.config.conv_width == 4
+
+
+def test_mlm_hybrid_config_builds_its_pattern():
+  model = tasks.create(load_config('mlm_hybrid.py')).model
+  assert isinstance(model, lj.MLMModel)
+  assert model.config.layer_kinds == ('softmax', 'linear', 'linear', 'linear')
+  assert not model.config.causal and model.config.conv_width == 5
