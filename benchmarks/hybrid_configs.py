@@ -125,11 +125,12 @@ def _load_runs(out):
   return runs
 
 
-def _csv(text, valid, flag, parse=str):
-  items = [parse(x) for x in text.split(',') if x.strip()]
-  bad = [x for x in items if valid is not None and x not in valid]
+def _csv(text, valid, flag):
+  """The comma-separated items of a flag, each one of `valid`."""
+  items = [x.strip() for x in text.split(',') if x.strip()]
+  bad = [x for x in items if x not in valid]
   if bad or not items:
-    raise ValueError(f'{flag}={text!r}: {bad or "empty"} not valid; valid: {list(valid or [])}')
+    raise ValueError(f'{flag}={text!r}: {bad or "empty"} not valid; valid: {list(valid)}')
   return items
 
 
@@ -146,11 +147,12 @@ def main(argv):
   try:
     tasks = _csv(args.tasks, TASKS, '--tasks')
     kinds = _csv(args.kinds, KINDS, '--kinds')
-    seeds = _csv(args.seeds, None, '--seeds', int)
   except ValueError as e:
     p.error(str(e))
-  if any(s < 0 for s in seeds):
-    p.error(f'--seeds={args.seeds!r}: seeds must be non-negative integers')
+  seeds = [x.strip() for x in args.seeds.split(',') if x.strip()]
+  if not seeds or not all(x.isdigit() for x in seeds):
+    p.error(f'--seeds={args.seeds!r}: seeds must be non-negative integers, e.g. 0,1,2')
+  seeds = [int(x) for x in seeds]
   out = args.out or harness.default_out('hybrid_configs', args.quick)
   os.makedirs(os.path.join(out, 'runs'), exist_ok=True)
   failed = []

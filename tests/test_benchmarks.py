@@ -379,7 +379,8 @@ def test_hybrid_configs_compare_at_equal_depth():
 def test_hybrid_configs_bad_arguments_name_the_valid_ones(capsys):
   for argv, message in ((['--kinds', 'hybrid,window'], "['window'] not valid; valid: ['hybrid', "),
                         (['--tasks', 'lm,image'], "['image'] not valid; valid: ['lm', 'mlm']"),
-                        (['--seeds', '0,-1'], 'seeds must be non-negative integers')):
+                        (['--seeds', '0,-1'], 'seeds must be non-negative integers'),
+                        (['--seeds', '0,one'], "--seeds='0,one': seeds must be")):
     with pytest.raises(SystemExit):
       hybrid_configs.main(argv + ['--out', '/nonexistent'])
     assert message in capsys.readouterr().err
