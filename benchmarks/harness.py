@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -195,6 +196,25 @@ def run_worker(script, spec, timeout_s, env=None):
     tail = (proc.stderr.strip().splitlines() or ['no output'])[-1]
     reason = f'worker failed (exit {proc.returncode}): {tail[:300]}'
   return {'status': 'failed', 'reason': reason}
+
+
+def run_train(cmd, workdir, env=None, cwd=None):
+  """Runs a `train.py ... --workdir=<workdir>` command in a fresh process, from an empty workdir.
+
+  Returns (wall seconds, the rows of its metrics.jsonl, None), or (wall, None,
+  reason) when the process fails; the workdir is removed after a success.
+  """
+  shutil.rmtree(workdir, ignore_errors=True)  # a stale checkpoint would be resumed
+  tic = time.time()
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
+  wall = time.time() - tic
+  if proc.returncode != 0:
+    tail = (proc.stderr.strip().splitlines() or ['no output'])[-1]
+    return wall, None, f'exit {proc.returncode}: {tail[:300]}'
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  shutil.rmtree(workdir, ignore_errors=True)
+  return wall, records, None
 
 
 # ----------------------------------------------------------------------------- outputs

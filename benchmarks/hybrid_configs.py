@@ -20,11 +20,8 @@ benchmarks/results/hybrid_configs/ (--quick: benchmarks/quick/hybrid_configs/).
 import argparse
 import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -56,18 +53,11 @@ def train(task, kind, seed, quick, workdir, data_dir=None):
   config, flags = command(task, kind, seed, quick, data_dir)
   cmd = [sys.executable, os.path.join(REPO, 'train.py'), f'--config={os.path.join(REPO, config)}',
          f'--workdir={workdir}'] + flags
-  shutil.rmtree(workdir, ignore_errors=True)
-  tic = time.time()
-  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-  wall = time.time() - tic
+  wall, records, reason = harness.run_train(cmd, workdir, cwd=REPO)
   row = {'task': task, 'kind': kind, 'seed': seed, 'wall_s': round(wall, 1),
          'command': f'python train.py --config={config} ' + ' '.join(flags)}
-  if proc.returncode != 0:
-    tail = (proc.stderr.strip().splitlines() or ['no output'])[-1]
-    return dict(row, status='failed', reason=f'exit {proc.returncode}: {tail[:300]}')
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  shutil.rmtree(workdir, ignore_errors=True)
+  if reason:
+    return dict(row, status='failed', reason=reason)
   evals = [r for r in records if 'eval_loss' in r]
   speeds = [r['tokens_per_sec'] for r in records if 'tokens_per_sec' in r]
   base = records[0] if records and records[0].get('step') == 0 else {}

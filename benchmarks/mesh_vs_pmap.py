@@ -24,10 +24,7 @@ training workdirs in <out>/tmp/ (git-ignored), removed after each run.
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -62,18 +59,11 @@ def run(layout, steps, log_every, quick, workdir):
          f'--workdir={workdir}'] + flags
   env = dict(os.environ, XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
                                     f' --xla_force_host_platform_device_count={DEVICES}').strip())
-  shutil.rmtree(workdir, ignore_errors=True)
-  tic = time.time()
-  proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-  wall = time.time() - tic
+  wall, records, reason = harness.run_train(cmd, workdir, env=env)
   row = {'layout': layout, 'command': f'python train.py --config={CONFIG} ' + ' '.join(flags),
          'wall_s': round(wall, 1)}
-  if proc.returncode != 0:
-    tail = (proc.stderr.strip().splitlines() or ['no output'])[-1]
-    return dict(row, status='failed', reason=f'exit {proc.returncode}: {tail[:300]}')
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  shutil.rmtree(workdir, ignore_errors=True)
+  if reason:
+    return dict(row, status='failed', reason=reason)
   windows = [r['tokens_per_sec'] for r in records if 'tokens_per_sec' in r]
   losses = [r['train_loss'] for r in records if 'train_loss' in r]
   timed = windows[1:] or windows
