@@ -6,6 +6,7 @@ out-of-memory kill takes down only the worker. The parent never imports JAX:
 on an accelerator it would claim device memory the workers need.
 """
 import datetime
+import glob
 import json
 import os
 import platform
@@ -218,6 +219,15 @@ def run_train(cmd, workdir, env=None, cwd=None):
 
 
 # ----------------------------------------------------------------------------- outputs
+
+
+def read_json_files(folder):
+  """The contents of every *.json file in a folder, by file name; [] if it does not exist."""
+  rows = []
+  for path in sorted(glob.glob(os.path.join(folder, '*.json'))):
+    with open(path) as f:
+      rows.append(json.load(f))
+  return rows
 
 
 def default_out(name, quick):

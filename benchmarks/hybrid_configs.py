@@ -104,17 +104,6 @@ def markdown(runs, host_line):
   return '\n\n'.join(parts)
 
 
-def _load_runs(out):
-  d = os.path.join(out, 'runs')
-  if not os.path.isdir(d):
-    return []
-  runs = []
-  for name in sorted(os.listdir(d)):
-    with open(os.path.join(d, name)) as f:
-      runs.append(json.load(f))
-  return runs
-
-
 def _csv(text, valid, flag):
   """The comma-separated items of a flag, each one of `valid`."""
   items = [x.strip() for x in text.split(',') if x.strip()]
@@ -163,7 +152,7 @@ def main(argv):
               f.write('\n')
           else:  # reported, not stored: running the command again retries it
             failed.append(row)
-  runs = _load_runs(out)
+  runs = harness.read_json_files(os.path.join(out, 'runs'))
   hosts = sorted({f"{r['host']['cpu_model']}, {r['host']['cpu_cores']} cores" for r in runs})
   md = markdown(runs, f"Machines: {'; '.join(hosts) or '-'}; one run at a time; each run's "
                 'command, machine and load average in runs/*.json.')

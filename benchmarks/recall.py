@@ -41,7 +41,6 @@ Outputs: --out, default benchmarks/results/recall/ (--quick:
 benchmarks/quick/recall/); training workdirs go to <out>/tmp/ (git-ignored).
 """
 import argparse
-import glob
 import json
 import os
 import shutil
@@ -230,14 +229,6 @@ def throughput(out, mode, widths, kinds, reps=None):
 # ----------------------------------------------------------------------------- report
 
 
-def _read(folder):
-  rows = []
-  for path in sorted(glob.glob(os.path.join(folder, '*.json'))):
-    with open(path) as f:
-      rows.append(json.load(f))
-  return rows
-
-
 def summarize(runs, speeds):
   """One row per (kind, width, pairs, steps): accuracy over its seeds and the kind's tokens/s."""
   tokens = {(r['kind'], r['width']): r.get('tokens_per_s') for r in speeds if r['status'] == 'ok'}
@@ -345,8 +336,8 @@ def figure(report):
 def report(out, mode, argv, widths, pairs, kinds, steps):
   """recall.json and recall.md (and recall.png, where matplotlib is installed) from <out>."""
   order = lambda r: (r['width'], list(KINDS).index(r['kind']))
-  runs = sorted(_read(os.path.join(out, 'runs')), key=lambda r: (r['pairs'], *order(r), r['seed']))
-  speeds = sorted(_read(os.path.join(out, 'throughput')), key=order)
+  runs = sorted(harness.read_json_files(os.path.join(out, 'runs')), key=lambda r: (r['pairs'], *order(r), r['seed']))
+  speeds = sorted(harness.read_json_files(os.path.join(out, 'throughput')), key=order)
   rep = {'benchmark': 'recall', 'run': mode, 'command': 'python benchmarks/recall.py ' + ' '.join(argv),
          'config': CONFIG, 'throughput_n': MODES[mode]['throughput_n'],
          'planned_runs': len(plan_train(mode, widths, pairs, kinds, steps)),
