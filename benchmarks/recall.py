@@ -1,7 +1,7 @@
 r"""Recall against cost: MQAR accuracy and training tokens/s for each attention, one frontier.
 
   python benchmarks/recall.py                 # everything: train runs, throughput, report
-  python benchmarks/recall.py train   [--widths 64 --pairs 16 --kinds softmax,linear --steps N]
+  python benchmarks/recall.py train   [--widths 64 --pairs 16 --kinds softmax,linear --steps N --seeds 0]
   python benchmarks/recall.py throughput [--widths 128 --kinds ...]
   python benchmarks/recall.py report          # the table and the plot from what has finished
   python benchmarks/recall.py --quick         # smoke run: 1 tiny cell, 2 kinds, 2 steps
@@ -103,13 +103,18 @@ def model_keys(kind, width, mode):
 # ----------------------------------------------------------------------------- accuracy
 
 
-def plan_train(mode, widths, pairs, kinds, steps):
-  """(name, kind, width, pairs, seed, flattened config overrides) of every training run."""
+def plan_train(mode, widths, pairs, kinds, steps, seeds=None):
+  """(name, kind, width, pairs, seed, flattened config overrides) of every training run.
+
+  seeds: only these of the seeds each cell plans (None: all of them).
+  """
   m = MODES[mode]
   plan = []
   for p in pairs:
     for w in widths:
       for seed in range(m['seeds'].get((w, p), 1)):
+        if seeds is not None and seed not in seeds:
+          continue
         for kind in kinds:
           o = {f'model.{k}': v for k, v in model_keys(kind, w, mode).items()}
           o.update({'num_pairs': p, 'seq_len': 4 * p, 'key_vocab_size': max(32, 2 * p) if
@@ -153,11 +158,11 @@ def run_one(overrides, workdir):
               for k, v in overrides.items())}
 
 
-def train(out, mode, widths, pairs, kinds, steps):
+def train(out, mode, widths, pairs, kinds, steps, seeds=None):
   """Every planned run not yet in <out>/runs/; each writes its JSON when it ends."""
   import jax  # pylint: disable=g-import-not-at-top
   os.makedirs(os.path.join(out, 'runs'), exist_ok=True)
-  plan = plan_train(mode, widths, pairs, kinds, steps)
+  plan = plan_train(mode, widths, pairs, kinds, steps, seeds)
   for i, (name, kind, w, p, seed, o) in enumerate(plan):
     path = os.path.join(out, 'runs', name + '.json')
     if os.path.exists(path):
@@ -374,6 +379,8 @@ def parse_args(argv):
   p.add_argument('--pairs', help='comma-separated subset of the numbers of pairs (full: 16,64,256)')
   p.add_argument('--kinds', help=f'comma-separated subset of {list(KINDS)}')
   p.add_argument('--steps', type=int, help="training steps (default: the config's, 600)")
+  p.add_argument('--seeds', help='train: comma-separated subset of the seeds each cell plans '
+                                 '(full: 0,1,2 at width 128 with 64 and 256 pairs, 0 elsewhere)')
   p.add_argument('--reps', type=int, help='throughput: timed steps after the warm-up '
                                           f"(default {MODES['full']['reps']}; the JSON records it)")
   args = p.parse_args(argv)
@@ -388,6 +395,14 @@ def parse_args(argv):
     if any(x < 1 for x in values):
       p.error(f'--{field}={given!r}: every value must be positive')
     setattr(args, field, values)
+  planned = range(max(m['seeds'].values(), default=1))
+  try:
+    args.seeds = tuple(int(x) for x in args.seeds.split(',')) if args.seeds else None
+  except ValueError:
+    p.error(f'--seeds={args.seeds!r} must be comma-separated integers, e.g. 0')
+  if args.seeds and any(s not in planned for s in args.seeds):
+    p.error(f'--seeds={",".join(map(str, args.seeds))}: the grid plans seeds '
+            f'{",".join(map(str, planned))} at most')
   args.kinds = tuple(args.kinds.split(',')) if args.kinds else m['kinds']
   bad = [k for k in args.kinds if k not in KINDS]
   if bad:
@@ -409,7 +424,7 @@ def main(argv):
   if args.step in ('all', 'train'):
     from absl import logging  # pylint: disable=g-import-not-at-top
     logging.set_verbosity(logging.WARNING)  # one line per run here, not train's per-step lines
-    train(args.out, args.mode, args.widths, args.pairs, args.kinds, args.steps)
+    train(args.out, args.mode, args.widths, args.pairs, args.kinds, args.steps, args.seeds)
   if args.step in ('all', 'throughput'):
     throughput(args.out, args.mode, args.widths, args.kinds, args.reps)
   if args.step in ('all', 'report'):

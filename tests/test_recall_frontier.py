@@ -41,6 +41,9 @@ def test_full_plan_is_the_promised_grid():
     assert cfg.remat_attention == ('softmax' in cfg.layer_kinds) and spec['batch'] == 1
     assert spec['seq_len'] == 16384 and cfg.num_layers == 8 and cfg.causal
     assert spec['reps'] == 3 and spec['budget_s'] == recall.MODES['full']['budget_s']
+  # --seeds picks from what each cell plans: seed 2 exists only in the two target cells.
+  later = recall.plan_train('full', (64, 128), (64,), ('linear',), None, seeds=(1, 2))
+  assert [(w, seed) for _, _, w, _, seed, _ in later] == [(128, 1), (128, 2)]
   (_, _, _, one), = recall.plan_throughput('full', (128,), ('softmax',), reps=1)
   assert one['reps'] == 1 and one['budget_s'] == recall.MODES['full']['budget_s'] / 3
 
@@ -50,6 +53,8 @@ def test_bad_arguments_are_named(capsys):
                       (['--widths', '64,x'], "--widths='64,x' must be comma-separated integers"),
                       (['--steps', '0'], '--steps must be positive, got 0'),
                       (['--reps', '-1'], '--reps must be positive, got -1'),
+                      (['--seeds', '0,3'], '--seeds=0,3: the grid plans seeds 0,1,2 at most'),
+                      (['--seeds', 'one'], "--seeds='one' must be comma-separated integers"),
                       (['plot'], "invalid choice: 'plot'")):
     with pytest.raises(SystemExit):
       recall.parse_args(argv)
