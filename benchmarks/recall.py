@@ -1,7 +1,7 @@
 r"""Recall against cost: MQAR accuracy and training tokens/s for each attention, one frontier.
 
   python benchmarks/recall.py                 # everything: train runs, throughput, report
-  python benchmarks/recall.py train   [--widths 64 --pairs 16 --kinds softmax,linear --steps N --seeds 0]
+  python benchmarks/recall.py train   [--widths 64 --pairs 16 --kinds softmax --steps N --seeds 0]
   python benchmarks/recall.py throughput [--widths 128 --kinds ...]
   python benchmarks/recall.py report          # the table and the plot from what has finished
   python benchmarks/recall.py --quick         # smoke run: 1 tiny cell, 2 kinds, 2 steps
@@ -13,10 +13,11 @@ for 256 pairs), key ids max(32, 2 · pairs), 8-layer models (mlp 2 · width,
 conv_width 3 in every block as in the config, so attention is the only
 difference), the config's steps (600) and learning rate. 3 seeds at width 128
 with 64 and 256 pairs, 1 elsewhere: 10 kinds × 10 runs = 100 runs. Not run whole:
-the one cell measured (width 64, 16 pairs) took 5-9 min per run on 2 shared CPU
-cores; scaling by tokens per step (×4, ×16 for 64 and 256 pairs) and ~2.5× for
-width 128 puts the grid near 150 hours there, so it is sized for an
-accelerator. Kinds (KINDS): softmax, linear (the paper's),
+on 2 CPU cores a run took 1-9 min at width 64 with 16 pairs, 4-22 min with 64
+pairs and 9-41 min at width 128 with 64 pairs (softmax the longest); 256 pairs
+(1024 tokens) cost several times more again, so the grid is sized for an
+accelerator (benchmarks/README.md lists what has run). --seeds runs one seed
+of a target cell before the others. Kinds (KINDS): softmax, linear (the paper's),
 elu_linear, window (w = 64), hybrids 3:1 and 7:1 (linear layers, every 4th or
 8th softmax), the same hybrids with softmax first ('hybrid 3:1 first': softmax,
 linear x 3, twice; 'hybrid 7:1 first': softmax, linear x 7), linear+window (one
