@@ -342,7 +342,8 @@ def figure(report):
 def report(out, mode, argv, widths, pairs, kinds, steps):
   """recall.json and recall.md (and recall.png, where matplotlib is installed) from <out>."""
   order = lambda r: (r['width'], list(KINDS).index(r['kind']))
-  runs = sorted(harness.read_json_files(os.path.join(out, 'runs')), key=lambda r: (r['pairs'], *order(r), r['seed']))
+  runs = sorted(harness.read_json_files(os.path.join(out, 'runs')),
+                key=lambda r: (r['pairs'], *order(r), r['seed']))
   speeds = sorted(harness.read_json_files(os.path.join(out, 'throughput')), key=order)
   rep = {'benchmark': 'recall', 'run': mode, 'command': 'python benchmarks/recall.py ' + ' '.join(argv),
          'config': CONFIG, 'throughput_n': MODES[mode]['throughput_n'],
@@ -387,20 +388,22 @@ def parse_args(argv):
   args = p.parse_args(argv)
   args.mode = 'quick' if args.quick else 'full'
   m = MODES[args.mode]
-  for field, valid in (('widths', m['widths']), ('pairs', m['pairs'])):
-    given = getattr(args, field)
+
+  def ints(flag, example):
+    """The comma-separated integers of a flag, or None where it was not given."""
+    given = getattr(args, flag)
     try:
-      values = tuple(int(x) for x in given.split(',')) if given else valid
+      return tuple(int(x) for x in given.split(',')) if given else None
     except ValueError:
-      p.error(f'--{field}={given!r} must be comma-separated integers, e.g. {valid[0]}')
+      p.error(f'--{flag}={given!r} must be comma-separated integers, e.g. {example}')
+
+  for field, valid in (('widths', m['widths']), ('pairs', m['pairs'])):
+    values = ints(field, valid[0]) or valid
     if any(x < 1 for x in values):
-      p.error(f'--{field}={given!r}: every value must be positive')
+      p.error(f'--{field}={getattr(args, field)!r}: every value must be positive')
     setattr(args, field, values)
   planned = range(max(m['seeds'].values(), default=1))
-  try:
-    args.seeds = tuple(int(x) for x in args.seeds.split(',')) if args.seeds else None
-  except ValueError:
-    p.error(f'--seeds={args.seeds!r} must be comma-separated integers, e.g. 0')
+  args.seeds = ints('seeds', 0)
   if args.seeds and any(s not in planned for s in args.seeds):
     p.error(f'--seeds={",".join(map(str, args.seeds))}: the grid plans seeds '
             f'{",".join(map(str, planned))} at most')
