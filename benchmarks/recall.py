@@ -313,7 +313,7 @@ def figure(report):
   """Accuracy against training tokens/s, one panel per number of pairs; widths by marker."""
   plt = harness.pyplot()
   pairs = sorted({r['pairs'] for r in report['summary']}) or [None]
-  fig, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs), 3.8), layout='constrained',
+  fig, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs) + 2, 3.8), layout='constrained',
                            squeeze=False, sharey=True)
   markers = {w: m for w, m in zip(sorted({r['width'] for r in report['summary']}), 'os^D')}
   for ax, p in zip(axes[0], pairs):
@@ -332,7 +332,10 @@ def figure(report):
     ax.set_title(f'{p} key-value pairs')
     ax.set_ylim(0, 1.02)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=6)
+  legend = {}  # one legend beside the panels, so that it hides no point
+  for ax in axes[0]:
+    legend.update(zip(*reversed(ax.get_legend_handles_labels())))
+  fig.legend(legend.values(), legend.keys(), loc='outside right center', fontsize=6)
   axes[0][0].set_ylabel('MQAR accuracy')
   fig.suptitle(f"Recall against cost ({len(report['runs'])} of the {report['run']} grid's "
                f"{report['grid_runs']} training runs)")
