@@ -12,7 +12,7 @@ prediction, scored at each query key) over width (64, 128) × key-value pairs
 for 256 pairs), key ids max(32, 2 · pairs), 8-layer models (mlp 2 · width,
 conv_width 3 in every block as in the config, so attention is the only
 difference), the config's steps (600) and learning rate. 3 seeds at width 128
-with 64 and 256 pairs, 1 elsewhere: 10 kinds × 10 runs = 100 runs. Not run whole:
+with 64 and 256 pairs, 1 elsewhere: 11 kinds × 10 runs = 110 runs. Not run whole:
 on 2 CPU cores a run took 1-9 min at width 64 with 16 pairs, 4-22 min with 64
 pairs and 9-41 min at width 128 with 64 pairs (softmax the longest); 256 pairs
 (1024 tokens) cost several times more again, so the grid is sized for an
@@ -21,8 +21,8 @@ of a target cell before the others. Kinds (KINDS): softmax, linear (the paper's)
 elu_linear, window (w = 64), hybrids 3:1 and 7:1 (linear layers, every 4th or
 8th softmax), the same hybrids with softmax first ('hybrid 3:1 first': softmax,
 linear x 3, twice; 'hybrid 7:1 first': softmax, linear x 7), linear+window (one
-layer, gated per head) and none (the attention-free control: the convolutions
-alone).
+layer, gated per head), 'window hybrid 1:1' (linear and window layers alternating,
+Based's split) and none (the attention-free control: the convolutions alone).
 
 Throughput: training tokens/s at n = 16384, batch 1, per kind and width: the
 same 8-layer causal model through train_throughput.py's worker (the train
@@ -69,6 +69,9 @@ KINDS = {
     'hybrid 3:1 first': {'layer_attention': 'softmax,linear,linear,linear'},
     'hybrid 7:1 first': {'layer_attention': ','.join(['softmax'] + ['linear'] * 7)},
     'linear+window': {'attention': 'linear+window'},
+    # Based's split: the paper's attention and the window in alternate layers, each layer with
+    # its own projections (linear+window sums both on one set of q, k, v).
+    'window hybrid 1:1': {'layer_attention': 'linear,window'},
     'none': {'attention': 'none'},
 }
 
@@ -309,6 +312,11 @@ def markdown(report):
   return '\n'.join(lines)
 
 
+def _color(kind):
+  i = list(KINDS).index(kind)
+  return f'C{i}' if i < 10 else 'black'  # C10 would repeat C0
+
+
 def figure(report):
   """Accuracy against training tokens/s, one panel per number of pairs; widths by marker."""
   plt = harness.pyplot()
@@ -320,7 +328,7 @@ def figure(report):
     for r in (r for r in report['summary'] if r['pairs'] == p and r['tokens_per_s']):
       ax.errorbar(r['tokens_per_s'], r['accuracy_mean'], yerr=r['accuracy_std'] or 0,
                   marker=markers[r['width']], capsize=3, ls='none',
-                  color=f"C{list(KINDS).index(r['kind'])}",
+                  color=_color(r['kind']),
                   label=f"{r['kind']}, width {r['width']}")
     missing = [f"{r['kind']} (w {r['width']}): {_pct(r['accuracy_mean'], None)}"
                for r in report['summary'] if r['pairs'] == p and not r['tokens_per_s']]
