@@ -11,7 +11,7 @@ on causal MQAR with 64 pairs (width 64, 8 layers, 600 steps, one seed, 2-core
 CPU) softmax-first 3:1 and 7:1 hybrids reached 100% by step 480, as softmax did,
 while the same layers with softmax last stayed at the no-recall level (11%);
 at width 128 (3 seeds, 2026-12-07) softmax-first 7:1 recalled 100.0% on every
-seed and softmax-last 7:1 97.4 / 44.9 / 38.9%, as the linear layers alone did.
+seed and softmax-last 7:1 97.4 / 44.9 / 38.9%, near all-linear's 97.1 / 39.6 / 37.5%.
 Measured against configs/lm.py with the same four layers of one kind
 (`python benchmarks/hybrid_configs.py --tasks lm --seeds 0,1,2`, one run at a
 time on an otherwise idle 2-core AMD EPYC VM, 2026-12-06; 1000 steps of 16 x 256
