@@ -42,6 +42,7 @@ Outputs: --out, default benchmarks/results/recall/ (--quick:
 benchmarks/quick/recall/); training workdirs go to <out>/tmp/ (git-ignored).
 """
 import argparse
+import collections
 import json
 import os
 import shutil
@@ -317,6 +318,12 @@ def _color(kind):
   return f'C{i}' if i < 10 else 'black'  # C10 would repeat C0
 
 
+def grid_steps(summary):
+  """The training steps most rows of `summary` ran: the study's budget (None if empty)."""
+  counts = collections.Counter(r['steps'] for r in summary)
+  return counts.most_common(1)[0][0] if counts else None
+
+
 def figure(report):
   """Accuracy against training tokens/s, one panel per number of pairs; widths by marker."""
   plt = harness.pyplot()
@@ -324,12 +331,15 @@ def figure(report):
   fig, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs) + 2, 3.8), layout='constrained',
                            squeeze=False, sharey=True)
   markers = {w: m for w, m in zip(sorted({r['width'] for r in report['summary']}), 'os^D')}
+  budget = grid_steps(report['summary'])
   for ax, p in zip(axes[0], pairs):
     for r in (r for r in report['summary'] if r['pairs'] == p and r['tokens_per_s']):
+      other = r['steps'] != budget  # trained longer (or shorter): hollow, its steps named
       ax.errorbar(r['tokens_per_s'], r['accuracy_mean'], yerr=r['accuracy_std'] or 0,
                   marker=markers[r['width']], capsize=3, ls='none',
-                  color=_color(r['kind']),
-                  label=f"{r['kind']}, width {r['width']}")
+                  color=_color(r['kind']), **({'mfc': 'none'} if other else {}),
+                  label=f"{r['kind']}, width {r['width']}" + (f", {r['steps']} steps" if other
+                                                               else ''))
     missing = [f"{r['kind']} (w {r['width']}): {_pct(r['accuracy_mean'], None)}"
                for r in report['summary'] if r['pairs'] == p and not r['tokens_per_s']]
     if missing:  # trained, but no throughput to place them by

@@ -61,6 +61,20 @@ def test_bad_arguments_are_named(capsys):
     assert match in capsys.readouterr().err
 
 
+def test_plot_marks_a_row_trained_longer():
+  row = lambda kind, steps, acc: {'kind': kind, 'width': 128, 'pairs': 64, 'steps': steps,
+                                  'accuracy_mean': acc, 'accuracy_std': None,
+                                  'tokens_per_s': 5000.0}
+  summary = [row('linear', 600, 0.4), row('softmax', 600, 1.0), row('linear', 1200, 0.9)]
+  assert recall.grid_steps(summary) == 600 and recall.grid_steps([]) is None
+  fig = recall.figure({'summary': summary, 'throughput_n': 16384, 'runs': [], 'run': 'full',
+                       'grid_runs': 110})
+  lines = {bars.get_label(): bars.lines[0] for bars in fig.axes[0].containers}  # the data line
+  assert set(lines) == {'linear, width 128', 'softmax, width 128', 'linear, width 128, 1200 steps'}
+  assert lines['linear, width 128, 1200 steps'].get_markerfacecolor() == 'none'
+  assert lines['linear, width 128'].get_markerfacecolor() != 'none'
+
+
 @pytest.mark.slow  # ~50 s on 2 shared cores: two runs of the real trainer, two worker processes
 def test_quick_study_runs_resumes_and_reports(tmp_path, capsys):
   out = str(tmp_path)
