@@ -11,7 +11,8 @@ prediction, scored at each query key) over width (64, 128) × key-value pairs
 (16, 64, 256), seq_len = 4 · pairs (the pairs, then their queries: 1024 tokens
 for 256 pairs), key ids max(32, 2 · pairs), 8-layer models (mlp 2 · width,
 conv_width 3 in every block as in the config, so attention is the only
-difference), the config's steps (600) and learning rate. 3 seeds at width 128
+difference), the config's steps (600) and learning rate; softmax at 1024
+tokens trains with its 'blocked' implementation on CPU (CPU_BLOCKED_FROM). 3 seeds at width 128
 with 64 and 256 pairs, 1 elsewhere: 11 kinds × 10 runs = 110 runs. Not run whole:
 on 2 CPU cores a run took 1-9 min at width 64 with 16 pairs, 4-22 min with 64
 pairs and 9-41 min at width 128 with 64 pairs (softmax the longest); 256 pairs
@@ -34,7 +35,10 @@ worker whose XLA plan would not fit is recorded as skipped.
 
 Resumable run by run: every training run writes <out>/runs/<name>.json and
 every throughput measurement <out>/throughput/<name>.json as it finishes; a
-rerun skips those that exist (delete one to redo it). `report` reads whatever
+rerun skips those that exist (delete one to redo it). A training run also
+saves a checkpoint every tenth of its steps, so one cut off (a session's end)
+goes on from there when the same command runs again; its wall time sums the
+processes that trained it. `report` reads whatever
 is there and writes recall.json, recall.md (accuracy per cell, mean ± std over
 seeds; tokens/s; every run) and recall.png (accuracy against tokens/s, one
 panel per number of pairs; skipped with a note where matplotlib is missing).
@@ -57,6 +61,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 CONFIG = 'configs/recall_causal.py'
 STEPS = ('all', 'train', 'throughput', 'report')
+# XLA:CPU keeps every softmax layer's n x n weights for the backward pass: at 1024 tokens
+# (batch 64, 4 heads, 8 layers) that asked for 33.5 GB, remat_attention or not. From this
+# length a softmax model trains with 'blocked' there (512 queries at a time, recomputed).
+CPU_BLOCKED_FROM = 1024
+WALL_FILE = 'recall_wall.json'  # in a run's workdir: when each process trained there
 
 # name -> the model keys that make the kind (on top of the config's model).
 KINDS = {
@@ -135,21 +144,35 @@ def plan_train(mode, widths, pairs, kinds, steps, seeds=None):
   return plan
 
 
+def fit_backend(overrides, backend):
+  """overrides, with softmax's 'blocked' implementation where XLA:CPU would not fit the model."""
+  if (backend == 'cpu' and overrides.get('model.attention') == 'softmax'
+      and overrides['seq_len'] >= CPU_BLOCKED_FROM):
+    return dict(overrides, **{'model.implementation': 'blocked'})
+  return overrides
+
+
 def run_one(overrides, workdir):
   """Trains one run in this process; its last eval, curve and the train.py command."""
+  import jax  # pylint: disable=g-import-not-at-top
   from linformer_jax import config_lib  # pylint: disable=g-import-not-at-top
   from linformer_jax import metrics  # pylint: disable=g-import-not-at-top
   from linformer_jax import trainer  # pylint: disable=g-import-not-at-top
   steps = overrides.get('num_train_steps') or config_lib.load(os.path.join(REPO, CONFIG)).num_train_steps
-  # Five evaluations give the curve; the last is the score.
+  # Five evaluations give the curve; the last is the score. A checkpoint at every log line
+  # lets a run cut off (a session's end) go on from there when the same command runs again.
   overrides = dict(overrides, warmup_steps=max(1, steps // 20), log_every_steps=max(1, steps // 10),
-                   eval_every_steps=max(1, steps // 5), checkpoint_every_steps=steps,
+                   eval_every_steps=max(1, steps // 5), checkpoint_every_steps=max(1, steps // 10),
                    keep_checkpoints=1)
+  overrides = fit_backend(overrides, jax.default_backend())
   config = config_lib.load(os.path.join(REPO, CONFIG), overrides)
-  shutil.rmtree(workdir, ignore_errors=True)  # a stale checkpoint would be resumed
-  tic = time.time()
+  segments = resume_or_clear(workdir, config)
+  segments.append([time.time(), None])
+  _write_segments(workdir, segments)
   trainer.train_and_evaluate(config, workdir)
-  wall = time.time() - tic
+  segments[-1][1] = time.time()
+  _write_segments(workdir, segments)
+  wall = sum(end - start for start, end in segments)
   records = metrics.read_metrics(workdir)
   evals = [r for r in records if 'eval_loss' in r]
   if not evals:
@@ -157,10 +180,46 @@ def run_one(overrides, workdir):
   base = {k: v for k, v in records[0].items() if k.startswith('baseline_')}
   return {'status': 'ok', 'eval_accuracy': evals[-1]['eval_accuracy'],
           'eval_loss': evals[-1]['eval_loss'], 'steps': evals[-1]['step'], 'wall_s': round(wall, 1),
-          'baselines': base, 'curve': [(r['step'], r['eval_loss'], r['eval_accuracy']) for r in evals],
+          'processes': len(segments), 'baselines': base,
+          'curve': [(r['step'], r['eval_loss'], r['eval_accuracy']) for r in evals],
           'command': f'python train.py --config={CONFIG} --workdir=... ' + ' '.join(
               f'--config.{k}={v!r}' if isinstance(v, str) else f'--config.{k}={v}'
               for k, v in overrides.items())}
+
+
+def resume_or_clear(workdir, config):
+  """[[start, end], ...] of the processes that trained this run in workdir so far, or [].
+
+  A workdir holding a checkpoint of this very config is kept (train_and_evaluate resumes
+  it); anything else there is removed. A process killed mid-run ends at its last metrics
+  line, so the run's wall time counts what it trained, not the pause until the next call.
+  """
+  from linformer_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from linformer_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  try:
+    saved = any(n.isdigit() for n in os.listdir(os.path.join(workdir, checkpoints.CHECKPOINT_DIR)))
+    same = saved and workdir_lib.check_config(workdir, config) == {}
+  except (OSError, ValueError):  # no workdir or checkpoint; a config that differs
+    same = False
+  if not same:
+    shutil.rmtree(workdir, ignore_errors=True)
+    return []
+  try:
+    with open(os.path.join(workdir, WALL_FILE)) as f:
+      segments = json.load(f)
+  except FileNotFoundError:  # trained before this file existed: its time is unknown
+    return []
+  if segments and segments[-1][1] is None:
+    metrics_file = os.path.join(workdir, 'metrics.jsonl')
+    segments[-1][1] = max(segments[-1][0], os.path.getmtime(metrics_file)
+                          if os.path.exists(metrics_file) else 0.0)
+  return segments
+
+
+def _write_segments(workdir, segments):
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, WALL_FILE), 'w') as f:
+    json.dump(segments, f)
 
 
 def train(out, mode, widths, pairs, kinds, steps, seeds=None):

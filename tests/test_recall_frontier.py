@@ -48,6 +48,44 @@ def test_full_plan_is_the_promised_grid():
   assert one['reps'] == 1 and one['budget_s'] == recall.MODES['full']['budget_s'] / 3
 
 
+def test_a_cut_off_run_resumes_only_its_own_config(tmp_path):
+  from linformer_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from linformer_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  (*_, o), = recall.plan_train('quick', (16,), (2,), ('linear',), None)
+  load = lambda **changes: config_lib.load(os.path.join(REPO, recall.CONFIG), dict(o, **changes))
+  wd = tmp_path / 'run'
+  assert recall.resume_or_clear(str(wd), load()) == []  # nothing there yet
+  # What a process killed after its step-60 checkpoint leaves: config, checkpoint, a metrics
+  # line last written at t = 1030 and its own start (1020) after an earlier process's.
+  workdir_lib.prepare(str(wd))
+  workdir_lib.record_config(str(wd), load(), {}, 0)
+  (wd / 'metrics.jsonl').write_text('{"step": 60}\n')
+  os.utime(wd / 'metrics.jsonl', (1030.0, 1030.0))
+  (wd / recall.WALL_FILE).write_text(json.dumps([[1000.0, 1010.0], [1020.0, None]]))
+  assert recall.resume_or_clear(str(wd), load()) == []  # no checkpoint: starts over
+  assert not wd.exists()
+  workdir_lib.prepare(str(wd))
+  workdir_lib.record_config(str(wd), load(), {}, 0)
+  os.makedirs(wd / 'checkpoints' / '60')
+  (wd / 'metrics.jsonl').write_text('{"step": 60}\n')
+  os.utime(wd / 'metrics.jsonl', (1030.0, 1030.0))
+  (wd / recall.WALL_FILE).write_text(json.dumps([[1000.0, 1010.0], [1020.0, None]]))
+  assert recall.resume_or_clear(str(wd), load()) == [[1000.0, 1010.0], [1020.0, 1030.0]]
+  assert (wd / 'checkpoints' / '60').is_dir()  # kept for the trainer to resume
+  # Another config in the same workdir (here another seed) is cleared, not continued.
+  assert recall.resume_or_clear(str(wd), load(seed=1)) == [] and not wd.exists()
+
+
+def test_softmax_trains_blocked_on_cpu_from_1024_tokens():
+  (*_, long), = recall.plan_train('full', (128,), (256,), ('softmax',), None, seeds=(0,))
+  assert recall.fit_backend(long, 'cpu')['model.implementation'] == 'blocked'
+  assert 'model.implementation' not in long  # the plan itself is the same everywhere
+  assert recall.fit_backend(long, 'gpu') == long
+  (*_, short), = recall.plan_train('full', (128,), (64,), ('softmax',), None, seeds=(0,))
+  (*_, hybrid), = recall.plan_train('full', (128,), (256,), ('hybrid 7:1 first',), None, seeds=(0,))
+  assert recall.fit_backend(short, 'cpu') == short and recall.fit_backend(hybrid, 'cpu') == hybrid
+
+
 def test_bad_arguments_are_named(capsys):
   for argv, match in ((['--kinds', 'linear,performer'], "unknown kind(s) ['performer']"),
                       (['--widths', '64,x'], "--widths='64,x' must be comma-separated integers"),
@@ -99,6 +137,15 @@ def test_quick_study_runs_resumes_and_reports(tmp_path, capsys):
   recall.main(['--quick', '--out', out])
   printed = capsys.readouterr().out
   assert printed.count('done before, skipped') == 4
+  # A run whose JSON is gone but whose workdir holds its last checkpoint is taken up there:
+  # nothing is trained again, and the same evaluations come back, with both processes' time.
+  first, = (r for r in report['runs'] if r['kind'] == 'linear')
+  os.remove(os.path.join(out, 'runs', first['name'] + '.json'))
+  recall.main(['--quick', '--out', out, 'train'])
+  with open(os.path.join(out, 'runs', first['name'] + '.json')) as f:
+    again = json.load(f)
+  assert again['curve'] == first['curve'] and again['processes'] == 2
+  assert again['wall_s'] >= first['wall_s']
 
 
 @pytest.mark.slow
