@@ -11,8 +11,8 @@ prediction, scored at each query key) over width (64, 128) × key-value pairs
 (16, 64, 256), seq_len = 4 · pairs (the pairs, then their queries: 1024 tokens
 for 256 pairs), key ids max(32, 2 · pairs), 8-layer models (mlp 2 · width,
 conv_width 3 in every block as in the config, so attention is the only
-difference), the config's steps (600) and learning rate; softmax at 1024
-tokens trains with its 'blocked' implementation on CPU (CPU_BLOCKED_FROM). 3 seeds at width 128
+difference), the config's steps (600) and learning rate (softmax at 1024
+tokens trains 'blocked' on CPU: CPU_BLOCKED_FROM). 3 seeds at width 128
 with 64 and 256 pairs, 1 elsewhere: 11 kinds × 10 runs = 110 runs. Not run whole:
 on 2 CPU cores a run took 1-9 min at width 64 with 16 pairs, 4-22 min with 64
 pairs and 9-41 min at width 128 with 64 pairs (softmax the longest); 256 pairs
@@ -195,6 +195,7 @@ def resume_or_clear(workdir, config):
   line, so the run's wall time counts what it trained, not the pause until the next call.
   """
   from linformer_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from linformer_jax import metrics  # pylint: disable=g-import-not-at-top
   from linformer_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   try:
     saved = any(n.isdigit() for n in os.listdir(os.path.join(workdir, checkpoints.CHECKPOINT_DIR)))
@@ -210,7 +211,7 @@ def resume_or_clear(workdir, config):
   except FileNotFoundError:  # trained before this file existed: its time is unknown
     return []
   if segments and segments[-1][1] is None:
-    metrics_file = os.path.join(workdir, 'metrics.jsonl')
+    metrics_file = os.path.join(workdir, metrics.METRICS_FILE)
     segments[-1][1] = max(segments[-1][0], os.path.getmtime(metrics_file)
                           if os.path.exists(metrics_file) else 0.0)
   return segments
@@ -218,8 +219,10 @@ def resume_or_clear(workdir, config):
 
 def _write_segments(workdir, segments):
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, WALL_FILE), 'w') as f:
+  path = os.path.join(workdir, WALL_FILE)
+  with open(path + '.tmp', 'w') as f:
     json.dump(segments, f)
+  os.replace(path + '.tmp', path)  # a kill leaves the old file or the new one
 
 
 def train(out, mode, widths, pairs, kinds, steps, seeds=None):
