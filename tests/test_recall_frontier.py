@@ -55,21 +55,21 @@ def test_a_cut_off_run_resumes_only_its_own_config(tmp_path):
   load = lambda **changes: config_lib.load(os.path.join(REPO, recall.CONFIG), dict(o, **changes))
   wd = tmp_path / 'run'
   assert recall.resume_or_clear(str(wd), load()) == []  # nothing there yet
-  # What a process killed after its step-60 checkpoint leaves: config, checkpoint, a metrics
-  # line last written at t = 1030 and its own start (1020) after an earlier process's.
-  workdir_lib.prepare(str(wd))
-  workdir_lib.record_config(str(wd), load(), {}, 0)
-  (wd / 'metrics.jsonl').write_text('{"step": 60}\n')
-  os.utime(wd / 'metrics.jsonl', (1030.0, 1030.0))
-  (wd / recall.WALL_FILE).write_text(json.dumps([[1000.0, 1010.0], [1020.0, None]]))
+  def killed(checkpoint):
+    """What a process killed at step 60 leaves: config, maybe its step-60 checkpoint, a
+    metrics line last written at t = 1030 and its own start (1020) after an earlier process's."""
+    workdir_lib.prepare(str(wd))
+    workdir_lib.record_config(str(wd), load(), {}, 0)
+    if checkpoint:
+      os.makedirs(wd / 'checkpoints' / '60')
+    (wd / 'metrics.jsonl').write_text('{"step": 60}\n')
+    os.utime(wd / 'metrics.jsonl', (1030.0, 1030.0))
+    (wd / recall.WALL_FILE).write_text(json.dumps([[1000.0, 1010.0], [1020.0, None]]))
+
+  killed(checkpoint=False)
   assert recall.resume_or_clear(str(wd), load()) == []  # no checkpoint: starts over
   assert not wd.exists()
-  workdir_lib.prepare(str(wd))
-  workdir_lib.record_config(str(wd), load(), {}, 0)
-  os.makedirs(wd / 'checkpoints' / '60')
-  (wd / 'metrics.jsonl').write_text('{"step": 60}\n')
-  os.utime(wd / 'metrics.jsonl', (1030.0, 1030.0))
-  (wd / recall.WALL_FILE).write_text(json.dumps([[1000.0, 1010.0], [1020.0, None]]))
+  killed(checkpoint=True)
   assert recall.resume_or_clear(str(wd), load()) == [[1000.0, 1010.0], [1020.0, 1030.0]]
   assert (wd / 'checkpoints' / '60').is_dir()  # kept for the trainer to resume
   # Another config in the same workdir (here another seed) is cleared, not continued.
