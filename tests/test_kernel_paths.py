@@ -8,6 +8,7 @@ is set explicitly (HIGHEST), so the same tolerances hold on a GPU, where the
 default float32 matmul is TF32.
 """
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -210,6 +211,43 @@ def test_blocked_softmax_never_holds_the_score_matrix(implementation):
   scores = n * n * 4
   assert _temp_bytes(grads('xla'), shape, shape, shape) >= 2 * scores
   assert _temp_bytes(grads(implementation), shape, shape, shape) < scores
+
+
+def _matmul_work(jaxpr):
+  """Multiply-adds of the dot_generals in a jaxpr and its sub-jaxprs: a scan's body
+  times its length, any other sub-jaxpr once."""
+  total = 0
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'dot_general':
+      contract = eqn.params['dimension_numbers'][0][0]
+      lhs = eqn.invars[0].aval.shape
+      total += math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[i] for i in contract)
+    times = eqn.params['length'] if eqn.primitive.name == 'scan' else 1
+    for param in eqn.params.values():
+      for sub in (param if isinstance(param, (tuple, list)) else [param]):
+        inner = getattr(sub, 'jaxpr', sub)
+        if hasattr(inner, 'eqns'):
+          total += times * _matmul_work(inner)
+  return total
+
+
+@pytest.mark.parametrize('n', [8192, 16384])
+def test_causal_blocked_softmax_scores_only_up_to_each_run(n):
+  """16 or 32 blocks of 512 queries in CAUSAL_RUNS = 8 equal runs, each scoring
+  the keys up to its own end: (1 + ... + 8) / 64 = 9/16 of the non-causal matmul
+  work (2·n²·d multiply-adds forward), forward and backward."""
+  from linformer_jax.attention import softmax  # pylint: disable=g-import-not-at-top
+  assert softmax.CAUSAL_RUNS == 8 and n // 512 >= 16
+  d = 16
+  shape = jax.ShapeDtypeStruct((1, n, 1, d), jnp.float32)
+  def work(causal, grad):
+    fn = lambda q, k, v: jnp.sum(lj.softmax_attention(q, k, v, causal=causal, block_size=512,
+                                                      implementation='blocked') ** 2)
+    fn = jax.grad(fn, argnums=(0, 1, 2)) if grad else fn
+    return _matmul_work(jax.make_jaxpr(fn)(shape, shape, shape).jaxpr)
+  assert work(False, False) == 2 * n * n * d
+  for grad in (False, True):
+    assert work(True, grad) * 16 == work(False, grad) * 9, grad
 
 
 # The paper's kernel in the fast suite; every other kind's bf16 check in the whole suite.
