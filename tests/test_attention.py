@@ -285,17 +285,23 @@ def test_gradients_match_finite_differences(kind, causal):
 
 # --- Linear cost, made visible in the jaxpr ---
 
+def _sub_jaxprs(eqn):
+  """The jaxprs nested in one equation's parameters (scan, cond, pjit and checkpoint bodies)."""
+  for param in eqn.params.values():
+    for sub in (param if isinstance(param, (tuple, list)) else [param]):
+      inner = getattr(sub, 'jaxpr', sub)
+      if hasattr(inner, 'eqns'):
+        yield inner
+
+
 def _largest_intermediate(jaxpr):
   """Largest number of elements of any value produced anywhere in a jaxpr (sub-jaxprs too)."""
   biggest = 0
   for eqn in jaxpr.eqns:
     for var in eqn.outvars:
       biggest = max(biggest, math.prod(getattr(var.aval, 'shape', ())))
-    for param in eqn.params.values():
-      for sub in (param if isinstance(param, (tuple, list)) else [param]):
-        inner = getattr(sub, 'jaxpr', sub)
-        if hasattr(inner, 'eqns'):
-          biggest = max(biggest, _largest_intermediate(inner))
+    for inner in _sub_jaxprs(eqn):
+      biggest = max(biggest, _largest_intermediate(inner))
   return biggest
 
 

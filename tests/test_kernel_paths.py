@@ -18,6 +18,7 @@ from jax import lax
 
 import linformer_jax as lj
 from linformer_jax.attention import naive
+from test_attention import _sub_jaxprs
 
 HIGHEST = lax.Precision.HIGHEST
 B, N, H, D, DV = 2, 37, 2, 4, 3  # N = 37 is a multiple of no chunk size below but 1
@@ -223,11 +224,7 @@ def _matmul_work(jaxpr):
       lhs = eqn.invars[0].aval.shape
       total += math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[i] for i in contract)
     times = eqn.params['length'] if eqn.primitive.name == 'scan' else 1
-    for param in eqn.params.values():
-      for sub in (param if isinstance(param, (tuple, list)) else [param]):
-        inner = getattr(sub, 'jaxpr', sub)
-        if hasattr(inner, 'eqns'):
-          total += times * _matmul_work(inner)
+    total += times * sum(_matmul_work(inner) for inner in _sub_jaxprs(eqn))
   return total
 
 

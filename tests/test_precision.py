@@ -9,6 +9,7 @@ import pytest
 from jax import lax
 
 import linformer_jax as lj
+from test_attention import _sub_jaxprs
 
 
 def _dots(fn, *args):
@@ -20,11 +21,8 @@ def _dots(fn, *args):
       if eqn.primitive.name == 'dot_general':
         found[(tuple(str(v.aval.dtype) for v in eqn.invars), str(eqn.outvars[0].aval.dtype),
                str(eqn.params['precision']))] += 1
-      for param in eqn.params.values():
-        for sub in (param if isinstance(param, (tuple, list)) else [param]):
-          inner = getattr(sub, 'jaxpr', sub)
-          if hasattr(inner, 'eqns'):
-            walk(inner)
+      for inner in _sub_jaxprs(eqn):
+        walk(inner)
   walk(jax.make_jaxpr(fn)(*args).jaxpr)
   return found
 
