@@ -342,11 +342,13 @@ def machines(rows):
 
 
 def markdown(report):
-  lines = [f"# Recall against cost ({report['run']})", '',
+  done = report['grid_runs_done']
+  lines = [f"# Recall against cost ({report['run']} grid, "
+           f"{'complete' if done == report['grid_runs'] else 'partial'})", '',
            f"Command: `{report['command']}`; {len(report['runs'])} of {report['planned_runs']} "
            f"planned training runs and {len(report['throughput'])} of "
            f"{report['planned_throughput']} throughput measurements present (the {report['run']} "
-           f"grid plans {report['grid_runs']} training runs).", '']
+           f"grid plans {report['grid_runs']} training runs, {done} of them done).", '']
   lines += ['Machines (as each measurement recorded them):', ''] + [
       f'- {m}' for m in machines(report['runs'] + report['throughput'])] + ['']
   lines += ['## MQAR accuracy (causal, last eval) and training tokens/s at n = '
@@ -428,12 +430,13 @@ def report(out, mode, argv, widths, pairs, kinds, steps):
   runs = sorted(harness.read_json_files(os.path.join(out, 'runs')),
                 key=lambda r: (r['pairs'], *order(r), r['seed']))
   speeds = sorted(harness.read_json_files(os.path.join(out, 'throughput')), key=order)
+  grid = plan_train(mode, MODES[mode]['widths'], MODES[mode]['pairs'], MODES[mode]['kinds'], steps)
   rep = {'benchmark': 'recall', 'run': mode, 'command': 'python benchmarks/recall.py ' + ' '.join(argv),
          'config': CONFIG, 'throughput_n': MODES[mode]['throughput_n'],
          'planned_runs': len(plan_train(mode, widths, pairs, kinds, steps)),
          'planned_throughput': len(plan_throughput(mode, widths, kinds)),
-         'grid_runs': len(plan_train(mode, MODES[mode]['widths'], MODES[mode]['pairs'],
-                                     MODES[mode]['kinds'], steps)),
+         'grid_runs': len(grid), 'grid_runs_done': sum(name in {r['name'] for r in runs}
+                                                       for name, *_ in grid),
          'runs': runs, 'throughput': speeds, 'summary': summarize(runs, speeds)}
   try:
     fig = figure(rep)

@@ -130,6 +130,7 @@ def test_quick_study_runs_resumes_and_reports(tmp_path, capsys):
   with open(os.path.join(out, 'recall.png'), 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   md = (tmp_path / 'recall.md').read_text()
+  assert report['grid_runs_done'] == 2 and md.startswith('# Recall against cost (quick grid, complete)')
   assert md.count('| 2 | 16 | 2 |') == 2  # one accuracy row per kind of the one cell
   assert all(len(r['steps_to_99']) == 1 for r in report['summary'])
   # A rerun trains and measures nothing again: every run's JSON is there.
@@ -141,6 +142,8 @@ def test_quick_study_runs_resumes_and_reports(tmp_path, capsys):
   # nothing is trained again, and the same evaluations come back, with both processes' time.
   first, = (r for r in report['runs'] if r['kind'] == 'linear')
   os.remove(os.path.join(out, 'runs', first['name'] + '.json'))
+  recall.main(['--quick', '--out', out, 'report'])  # the report says what is missing
+  assert (tmp_path / 'recall.md').read_text().startswith('# Recall against cost (quick grid, partial)')
   recall.main(['--quick', '--out', out, 'train'])
   with open(os.path.join(out, 'runs', first['name'] + '.json')) as f:
     again = json.load(f)
