@@ -345,8 +345,10 @@ def markdown(report):
   done = report['grid_runs_done']
   lines = [f"# Recall against cost ({report['run']} grid, "
            f"{'complete' if done == report['grid_runs'] else 'partial'})", '',
-           f"Command: `{report['command']}`; {len(report['runs'])} of {report['planned_runs']} "
-           f"planned training runs and {len(report['throughput'])} of "
+           f"Command: `{report['command']}`; {report['planned_runs_done']} of "
+           f"{report['planned_runs']} planned training runs (and "
+           f"{len(report['runs']) - report['planned_runs_done']} others, such as longer ones) "
+           f"and {len(report['throughput'])} of "
            f"{report['planned_throughput']} throughput measurements present (the {report['run']} "
            f"grid plans {report['grid_runs']} training runs, {done} of them done).", '']
   lines += ['Machines (as each measurement recorded them):', ''] + [
@@ -419,8 +421,8 @@ def figure(report):
     legend.update(zip(*reversed(ax.get_legend_handles_labels())))
   fig.legend(legend.values(), legend.keys(), loc='outside right center', fontsize=6)
   axes[0][0].set_ylabel('MQAR accuracy')
-  fig.suptitle(f"Recall against cost ({len(report['runs'])} of the {report['run']} grid's "
-               f"{report['grid_runs']} training runs)")
+  fig.suptitle(f"Recall against cost ({report['grid_runs_done']} of the {report['run']} grid's "
+               f"{report['grid_runs']} training runs done)")
   return fig
 
 
@@ -431,12 +433,13 @@ def report(out, mode, argv, widths, pairs, kinds, steps):
                 key=lambda r: (r['pairs'], *order(r), r['seed']))
   speeds = sorted(harness.read_json_files(os.path.join(out, 'throughput')), key=order)
   grid = plan_train(mode, MODES[mode]['widths'], MODES[mode]['pairs'], MODES[mode]['kinds'], steps)
+  planned = plan_train(mode, widths, pairs, kinds, steps)
+  done = lambda plan: sum(name in {r['name'] for r in runs} for name, *_ in plan)
   rep = {'benchmark': 'recall', 'run': mode, 'command': 'python benchmarks/recall.py ' + ' '.join(argv),
          'config': CONFIG, 'throughput_n': MODES[mode]['throughput_n'],
-         'planned_runs': len(plan_train(mode, widths, pairs, kinds, steps)),
+         'planned_runs': len(planned), 'planned_runs_done': done(planned),
          'planned_throughput': len(plan_throughput(mode, widths, kinds)),
-         'grid_runs': len(grid), 'grid_runs_done': sum(name in {r['name'] for r in runs}
-                                                       for name, *_ in grid),
+         'grid_runs': len(grid), 'grid_runs_done': done(grid),
          'runs': runs, 'throughput': speeds, 'summary': summarize(runs, speeds)}
   try:
     fig = figure(rep)

@@ -106,7 +106,7 @@ def test_plot_marks_a_row_trained_longer():
   summary = [row('linear', 600, 0.4), row('softmax', 600, 1.0), row('linear', 1200, 0.9)]
   assert recall.grid_steps(summary) == 600 and recall.grid_steps([]) is None
   fig = recall.figure({'summary': summary, 'throughput_n': 16384, 'runs': [], 'run': 'full',
-                       'grid_runs': 110})
+                       'grid_runs': 110, 'grid_runs_done': 0})
   lines = {bars.get_label(): bars.lines[0] for bars in fig.axes[0].containers}  # the data line
   assert set(lines) == {'linear, width 128', 'softmax, width 128', 'linear, width 128, 1200 steps'}
   assert lines['linear, width 128, 1200 steps'].get_markerfacecolor() == 'none'
@@ -130,7 +130,7 @@ def test_quick_study_runs_resumes_and_reports(tmp_path, capsys):
   with open(os.path.join(out, 'recall.png'), 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   md = (tmp_path / 'recall.md').read_text()
-  assert report['grid_runs_done'] == 2 and md.startswith('# Recall against cost (quick grid, complete)')
+  assert report['grid_runs_done'] == report['planned_runs_done'] == 2 and md.startswith('# Recall against cost (quick grid, complete)')
   assert md.count('| 2 | 16 | 2 |') == 2  # one accuracy row per kind of the one cell
   assert all(len(r['steps_to_99']) == 1 for r in report['summary'])
   # A rerun trains and measures nothing again: every run's JSON is there.
