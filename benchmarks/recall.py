@@ -434,7 +434,8 @@ def report(out, mode, argv, widths, pairs, kinds, steps):
   speeds = sorted(harness.read_json_files(os.path.join(out, 'throughput')), key=order)
   grid = plan_train(mode, MODES[mode]['widths'], MODES[mode]['pairs'], MODES[mode]['kinds'], steps)
   planned = plan_train(mode, widths, pairs, kinds, steps)
-  done = lambda plan: sum(name in {r['name'] for r in runs} for name, *_ in plan)
+  present = {r['name'] for r in runs}
+  done = lambda plan: sum(name in present for name, *_ in plan)
   rep = {'benchmark': 'recall', 'run': mode, 'command': 'python benchmarks/recall.py ' + ' '.join(argv),
          'config': CONFIG, 'throughput_n': MODES[mode]['throughput_n'],
          'planned_runs': len(planned), 'planned_runs_done': done(planned),

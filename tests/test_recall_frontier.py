@@ -130,7 +130,8 @@ def test_quick_study_runs_resumes_and_reports(tmp_path, capsys):
   with open(os.path.join(out, 'recall.png'), 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   md = (tmp_path / 'recall.md').read_text()
-  assert report['grid_runs_done'] == report['planned_runs_done'] == 2 and md.startswith('# Recall against cost (quick grid, complete)')
+  assert report['grid_runs_done'] == report['planned_runs_done'] == 2
+  assert md.startswith('# Recall against cost (quick grid, complete)')
   assert md.count('| 2 | 16 | 2 |') == 2  # one accuracy row per kind of the one cell
   assert all(len(r['steps_to_99']) == 1 for r in report['summary'])
   # A rerun trains and measures nothing again: every run's JSON is there.
